@@ -1,0 +1,196 @@
+// Command trainyard runs the trainyard control plane (serve) and administers its accounts
+// (bootstrap, iam grant). It only parses flags and wires packages together.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"github.com/trainyard/trainyard"
+	"github.com/trainyard/trainyard/api"
+	"github.com/trainyard/trainyard/backend/sim"
+	"github.com/trainyard/trainyard/config"
+	"github.com/trainyard/trainyard/reconcile"
+	"github.com/trainyard/trainyard/service"
+	"github.com/trainyard/trainyard/store"
+)
+
+const usage = `trainyard: a control plane for Slurm training clusters
+
+Usage:
+  trainyard serve     [--listen 127.0.0.1:8080] [--data DIR] [--backend sim] [--sim-op-latency 50ms] [--config FILE]
+  trainyard bootstrap [--data DIR] --email EMAIL [--name NAME]
+  trainyard iam grant [--data DIR] --owner EMAIL --user EMAIL --role admin|member|viewer
+
+Run "trainyard COMMAND -h" for a command's flags.
+`
+
+func main() {
+	if err := run(os.Args[1:], os.Stdout, os.Stderr); err != nil {
+		fmt.Fprintln(os.Stderr, "trainyard:", err)
+		os.Exit(1)
+	}
+}
+
+func run(args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return errors.New("no command")
+	}
+	switch args[0] {
+	case "serve":
+		return serve(args[1:], stderr)
+	case "bootstrap":
+		return bootstrap(args[1:], stdout, stderr)
+	case "iam":
+		if len(args) < 2 || args[1] != "grant" {
+			fmt.Fprint(stderr, usage)
+			return errors.New(`unknown iam command (want "iam grant")`)
+		}
+		return grant(args[2:], stdout, stderr)
+	case "-h", "--help", "help":
+		fmt.Fprint(stdout, usage)
+		return nil
+	}
+	fmt.Fprint(stderr, usage)
+	return fmt.Errorf("unknown command %q", args[0])
+}
+
+func newFlags(name string, stderr io.Writer) *flag.FlagSet {
+	fs := flag.NewFlagSet("trainyard "+name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	return fs
+}
+
+func printJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	return enc.Encode(v)
+}
+
+func bootstrap(args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("bootstrap", stderr)
+	data := fs.String("data", "./data", "data directory")
+	email := fs.String("email", "", "the owner's email (required)")
+	name := fs.String("name", "", "the owner's name")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *email == "" {
+		return errors.New("bootstrap: --email is required")
+	}
+	db, err := store.OpenSQLite(*data)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	svc := &service.Service{DB: db, Config: config.Default()}
+	r, err := svc.Bootstrap(context.Background(), *email, *name)
+	if err != nil {
+		return err
+	}
+	return printJSON(stdout, r)
+}
+
+func grant(args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("iam grant", stderr)
+	data := fs.String("data", "./data", "data directory")
+	owner := fs.String("owner", "", "email of the account's owner (required)")
+	user := fs.String("user", "", "email of the user to grant access to (required)")
+	role := fs.String("role", "", "admin, member or viewer (required)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *owner == "" || *user == "" || *role == "" {
+		return errors.New("iam grant: --owner, --user and --role are required")
+	}
+	db, err := store.OpenSQLite(*data)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	svc := &service.Service{DB: db, Config: config.Default()}
+	r, err := svc.GrantIAM(context.Background(), *owner, *user, *role)
+	if err != nil {
+		return err
+	}
+	return printJSON(stdout, r)
+}
+
+func serve(args []string, stderr io.Writer) error {
+	fs := newFlags("serve", stderr)
+	listen := fs.String("listen", "127.0.0.1:8080", "address to serve the API on")
+	data := fs.String("data", "./data", "data directory")
+	backendName := fs.String("backend", "sim", "node backend: sim")
+	simLatency := fs.Duration("sim-op-latency", 50*time.Millisecond, "how long each simulated node operation takes")
+	cfgPath := fs.String("config", "", "catalog and limits file (default: the embedded defaults)")
+	bootTimeout := fs.Duration("boot-timeout", 5*time.Minute, "how long a node may take to come back after an operation")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	cfg, err := config.Load(*cfgPath)
+	if err != nil {
+		return err
+	}
+	db, err := store.OpenSQLite(*data)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+
+	var backend trainyard.Backend
+	switch *backendName {
+	case "sim":
+		b, err := sim.New(sim.Options{OpLatency: *simLatency, StatePath: filepath.Join(*data, "sim-nodes.json")})
+		if err != nil {
+			return err
+		}
+		backend = b
+	default:
+		return fmt.Errorf("unknown backend %q (available: sim)", *backendName)
+	}
+
+	rec := reconcile.New(db, backend, cfg, log, reconcile.Options{BootTimeout: *bootTimeout})
+	svc := &service.Service{DB: db, Config: cfg, Backend: backend, Observer: rec, Wake: rec.Wake}
+	srv := api.New(svc, log, nil).HTTPServer(*listen)
+
+	ln, err := net.Listen("tcp", *listen)
+	if err != nil {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	log.Info("trainyard serving", "listen", ln.Addr().String(), "data", *data, "backend", backend.Name())
+
+	recDone := make(chan struct{})
+	go func() { rec.Run(ctx); close(recDone) }()
+	srvErr := make(chan error, 1)
+	go func() { srvErr <- srv.Serve(ln) }()
+	select {
+	case <-ctx.Done():
+	case err := <-srvErr:
+		if !errors.Is(err, http.ErrServerClosed) {
+			stop()
+			<-recDone
+			return err
+		}
+	}
+	log.Info("trainyard shutting down")
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	srv.Shutdown(shutdownCtx)
+	<-recDone
+	return nil
+}

@@ -1,0 +1,235 @@
+// Package store keeps trainyard's state (identities, resources, clusters, actions) in SQL.
+//
+// It promises: every write runs in one transaction that commits whole or not at all; a write
+// that joins an outer transaction (see Write) commits with it; a cluster has at most one
+// node-changing action that is queued or running, enforced by a unique index as well as by the
+// compare-and-swap in AcquireClusterSlot; ids are never reused.
+//
+// The SQL is the subset that SQLite and PostgreSQL share; SQLite (modernc.org/sqlite, pure Go)
+// is the embedded default.
+package store
+
+import (
+	"context"
+	"database/sql"
+	_ "embed"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/trainyard/trainyard"
+	_ "modernc.org/sqlite"
+)
+
+//go:embed schema.sql
+var schemaV1 string
+
+// DB is an open store.
+type DB struct {
+	db *sql.DB
+}
+
+// Tx is a transaction of the store; its methods are the store's operations.
+type Tx struct {
+	tx  *sql.Tx
+	now time.Time
+}
+
+// Now is the time of the transaction: every timestamp a transaction writes is this one.
+func (tx *Tx) Now() time.Time { return tx.now }
+
+// OpenSQLite opens (creating if needed) the SQLite store in dir and migrates it.
+func OpenSQLite(dir string) (*DB, error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, err
+	}
+	path := filepath.Join(dir, "trainyard.db")
+	// IMMEDIATE transactions take the write lock at BEGIN, so two writers queue on the busy
+	// timeout instead of failing when one upgrades a read lock. WAL lets readers (and
+	// `trainyard bootstrap` run beside the server) proceed during a write.
+	dsn := "file:" + path + "?_txlock=immediate&_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)" +
+		"&_pragma=foreign_keys(1)&_pragma=synchronous(FULL)"
+	sqldb, err := sql.Open("sqlite", dsn)
+	if err != nil {
+		return nil, err
+	}
+	db := &DB{db: sqldb}
+	if err := db.migrate(context.Background()); err != nil {
+		sqldb.Close()
+		return nil, fmt.Errorf("store: migrate %s: %w", path, err)
+	}
+	return db, nil
+}
+
+// Close closes the store.
+func (db *DB) Close() error { return db.db.Close() }
+
+// Ping checks that the database answers.
+func (db *DB) Ping(ctx context.Context) error { return db.db.PingContext(ctx) }
+
+var migrations = []string{schemaV1}
+
+func (db *DB) migrate(ctx context.Context) error {
+	if _, err := db.db.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)`); err != nil {
+		return err
+	}
+	for i, m := range migrations {
+		version := i + 1
+		err := db.Write(ctx, func(ctx context.Context, tx *Tx) error {
+			var n int
+			if err := tx.tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM schema_migrations WHERE version = ?`, version).Scan(&n); err != nil {
+				return err
+			}
+			if n > 0 {
+				return nil
+			}
+			ddl := strings.ReplaceAll(m, "{{ID}}", "INTEGER PRIMARY KEY AUTOINCREMENT")
+			for _, stmt := range splitStatements(ddl) {
+				if _, err := tx.tx.ExecContext(ctx, stmt); err != nil {
+					return fmt.Errorf("%w in %.60q", err, stmt)
+				}
+			}
+			_, err := tx.tx.ExecContext(ctx, `INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)`, version, formatTime(tx.now))
+			return err
+		})
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// splitStatements splits a DDL script on semicolons that end a line, skipping comments.
+func splitStatements(script string) []string {
+	var out []string
+	var cur strings.Builder
+	for _, line := range strings.Split(script, "\n") {
+		t := strings.TrimSpace(line)
+		if t == "" || strings.HasPrefix(t, "--") {
+			continue
+		}
+		cur.WriteString(line)
+		cur.WriteString("\n")
+		if strings.HasSuffix(t, ";") {
+			out = append(out, cur.String())
+			cur.Reset()
+		}
+	}
+	if strings.TrimSpace(cur.String()) != "" {
+		out = append(out, cur.String())
+	}
+	return out
+}
+
+type txKey struct{}
+
+// Write runs fn in a read-write transaction and commits when fn returns nil. When ctx already
+// carries a transaction of this store (fn is called from inside another Write), fn joins it, so
+// that a caller can make several operations, and the record of their answer, one atomic unit.
+func (db *DB) Write(ctx context.Context, fn func(ctx context.Context, tx *Tx) error) error {
+	if tx, ok := ctx.Value(txKey{}).(*Tx); ok {
+		return fn(ctx, tx)
+	}
+	sqltx, err := db.db.BeginTx(ctx, nil)
+	if err != nil {
+		return wrapDBError(err)
+	}
+	tx := &Tx{tx: sqltx, now: time.Now().UTC()}
+	ctx = context.WithValue(ctx, txKey{}, tx)
+	if err := fn(ctx, tx); err != nil {
+		sqltx.Rollback()
+		return err
+	}
+	return wrapDBError(sqltx.Commit())
+}
+
+// Read runs fn in a transaction for reading; it is Write under another name, kept so that call
+// sites say what they mean (and a later store may serve reads from replicas).
+func (db *DB) Read(ctx context.Context, fn func(ctx context.Context, tx *Tx) error) error {
+	return db.Write(ctx, fn)
+}
+
+func wrapDBError(err error) error {
+	if err == nil {
+		return nil
+	}
+	var te *trainyard.Error
+	if errors.As(err, &te) {
+		return err
+	}
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return err
+	}
+	return fmt.Errorf("store: %w", err)
+}
+
+const timeLayout = "2006-01-02T15:04:05.000000000Z"
+
+func formatTime(t time.Time) string { return t.UTC().Format(timeLayout) }
+
+func parseTime(s string) time.Time {
+	t, err := time.Parse(timeLayout, s)
+	if err != nil {
+		return time.Time{}
+	}
+	return t
+}
+
+func parseTimePtr(s sql.NullString) *time.Time {
+	if !s.Valid {
+		return nil
+	}
+	t := parseTime(s.String)
+	return &t
+}
+
+func nullTime(t *time.Time) any {
+	if t == nil {
+		return nil
+	}
+	return formatTime(*t)
+}
+
+func (tx *Tx) exec(ctx context.Context, q string, args ...any) (sql.Result, error) {
+	r, err := tx.tx.ExecContext(ctx, q, args...)
+	return r, wrapDBError(err)
+}
+
+func (tx *Tx) insert(ctx context.Context, q string, args ...any) (int64, error) {
+	var id int64
+	err := tx.tx.QueryRowContext(ctx, q+" RETURNING id", args...).Scan(&id)
+	return id, wrapDBError(err)
+}
+
+func (tx *Tx) count(ctx context.Context, q string, args ...any) (int, error) {
+	var n int
+	err := tx.tx.QueryRowContext(ctx, q, args...).Scan(&n)
+	return n, wrapDBError(err)
+}
+
+// Page selects part of a list: page numbers start at 1.
+type Page struct {
+	No      int
+	PerPage int
+}
+
+func (p Page) limitOffset() (int, int) {
+	if p.PerPage <= 0 {
+		return -1, 0
+	}
+	no := p.No
+	if no < 1 {
+		no = 1
+	}
+	return p.PerPage, (no - 1) * p.PerPage
+}
+
+func boolInt(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
