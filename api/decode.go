@@ -78,7 +78,12 @@ func (f *body) int64(name string) int64 {
 	return n
 }
 
+// parseInt reads a JSON number that is an integer; strings, even of digits, are not numbers.
 func parseInt(v json.RawMessage) (int64, error) {
+	v = bytes.TrimSpace(v)
+	if len(v) == 0 || (v[0] != '-' && (v[0] < '0' || v[0] > '9')) {
+		return 0, fmt.Errorf("not a number")
+	}
 	var num json.Number
 	dec := json.NewDecoder(bytes.NewReader(v))
 	dec.UseNumber()

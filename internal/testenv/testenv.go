@@ -1,0 +1,247 @@
+// Package testenv builds a whole trainyard (SQLite store in a temporary directory, sim backend,
+// reconciler, HTTP server) inside a test, and talks to it the way a client of the hosted API
+// would. Every response that passes through Env's client is checked against the OpenAPI
+// document when a Checker is installed.
+package testenv
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/trainyard/trainyard/api"
+	"github.com/trainyard/trainyard/backend/sim"
+	"github.com/trainyard/trainyard/config"
+	"github.com/trainyard/trainyard/reconcile"
+	"github.com/trainyard/trainyard/service"
+	"github.com/trainyard/trainyard/store"
+)
+
+// Options tune an Env.
+type Options struct {
+	OpLatency time.Duration                             // sim operation latency (default 2ms)
+	Reconcile reconcile.Options                         // defaults suited to tests when zero
+	Config    *config.Config                            // default: config.Default()
+	NoRun     bool                                      // do not start the reconciler
+	Transport func(http.RoundTripper) http.RoundTripper // wraps the client's transport (e.g. an OpenAPI check)
+}
+
+// Env is a running trainyard.
+type Env struct {
+	T      testing.TB
+	Dir    string
+	DB     *store.DB
+	Sim    *sim.Backend
+	Rec    *reconcile.Reconciler
+	Svc    *service.Service
+	Cfg    *config.Config
+	Server *httptest.Server
+	Client *http.Client
+	Owner  Creds
+
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+// Creds are what a client needs to call the API.
+type Creds struct {
+	APIKey    string
+	AuthToken string
+	ProjectID int64
+	IAM       int64 // active_iam to send, 0 for none
+	Location  string
+}
+
+// New starts a trainyard and bootstraps owner@example.com.
+func New(t testing.TB, opts Options) *Env {
+	t.Helper()
+	if opts.OpLatency == 0 {
+		opts.OpLatency = 2 * time.Millisecond
+	}
+	ro := opts.Reconcile
+	if ro.PollInterval == 0 {
+		ro.PollInterval = 2 * time.Millisecond
+	}
+	if ro.ResyncInterval == 0 {
+		ro.ResyncInterval = 20 * time.Millisecond
+	}
+	if ro.BootTimeout == 0 {
+		ro.BootTimeout = 10 * time.Second
+	}
+	if ro.BlockedTimeout == 0 {
+		ro.BlockedTimeout = 10 * time.Second
+	}
+	cfg := opts.Config
+	if cfg == nil {
+		cfg = config.Default()
+	}
+	dir := t.TempDir()
+	db, err := store.OpenSQLite(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := sim.New(sim.Options{OpLatency: opts.OpLatency})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := &Env{T: t, Dir: dir, DB: db, Sim: b, Cfg: cfg, done: make(chan struct{})}
+	e.Rec = reconcile.New(db, b, cfg, nil, ro)
+	e.Svc = &service.Service{DB: db, Config: cfg, Backend: b, Observer: e.Rec, Wake: e.Rec.Wake}
+	e.Server = httptest.NewServer(api.New(e.Svc, nil, nil).Handler())
+	transport := http.DefaultTransport
+	if opts.Transport != nil {
+		transport = opts.Transport(transport)
+	}
+	e.Client = &http.Client{Transport: transport, Timeout: 30 * time.Second}
+	ctx, cancel := context.WithCancel(context.Background())
+	e.cancel = cancel
+	if opts.NoRun {
+		close(e.done)
+	} else {
+		go func() { e.Rec.Run(ctx); close(e.done) }()
+	}
+	t.Cleanup(e.Close)
+	r, err := e.Svc.Bootstrap(ctx, "owner@example.com", "Owner")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.Owner = Creds{APIKey: r.APIKey, AuthToken: r.AuthToken, ProjectID: r.ProjectID, Location: "Delhi"}
+	return e
+}
+
+// Close stops the reconciler and the server.
+func (e *Env) Close() {
+	e.cancel()
+	<-e.done
+	e.Server.Close()
+	e.DB.Close()
+}
+
+// Response is a decoded API answer.
+type Response struct {
+	Status          int
+	Code            int                 `json:"code"`
+	Data            json.RawMessage     `json:"data"`
+	Errors          map[string][]string `json:"errors"`
+	Message         string              `json:"message"`
+	TotalCount      *int                `json:"total_count"`
+	TotalPageNumber *int                `json:"total_page_number"`
+	Header          http.Header
+	Raw             []byte
+}
+
+// Into decodes data into v, failing the test on error.
+func (r Response) Into(t testing.TB, v any) {
+	t.Helper()
+	if err := json.Unmarshal(r.Data, v); err != nil {
+		t.Fatalf("decoding data %s: %v", r.Data, err)
+	}
+}
+
+// Call sends a request with creds; path is relative to the API base path; query adds to the
+// scope parameters creds imply (project_id, location, active_iam). body is JSON-encoded unless
+// it is a string or []byte.
+func (e *Env) Call(c Creds, method, path string, query url.Values, body any, header ...string) Response {
+	e.T.Helper()
+	q := url.Values{}
+	if c.APIKey != "" {
+		q.Set("apikey", c.APIKey)
+	}
+	if c.ProjectID != 0 {
+		q.Set("project_id", fmt.Sprint(c.ProjectID))
+	}
+	if c.Location != "" {
+		q.Set("location", c.Location)
+	}
+	if c.IAM != 0 {
+		q.Set("active_iam", fmt.Sprint(c.IAM))
+	}
+	for k, vs := range query {
+		q.Del(k)
+		for _, v := range vs {
+			if v != "" {
+				q.Add(k, v)
+			}
+		}
+	}
+	var rd io.Reader
+	switch b := body.(type) {
+	case nil:
+	case string:
+		rd = strings.NewReader(b)
+	case []byte:
+		rd = bytes.NewReader(b)
+	default:
+		j, err := json.Marshal(b)
+		if err != nil {
+			e.T.Fatal(err)
+		}
+		rd = bytes.NewReader(j)
+	}
+	u := e.Server.URL
+	if !strings.HasPrefix(path, "/healthz") && !strings.HasPrefix(path, "/readyz") && !strings.HasPrefix(path, "/metrics") {
+		u += api.BasePath
+	}
+	req, err := http.NewRequest(method, u+path+"?"+q.Encode(), rd)
+	if err != nil {
+		e.T.Fatal(err)
+	}
+	if c.AuthToken != "" {
+		req.Header.Set("Authorization", "Bearer "+c.AuthToken)
+	}
+	if rd != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	for i := 0; i+1 < len(header); i += 2 {
+		req.Header.Set(header[i], header[i+1])
+	}
+	resp, err := e.Client.Do(req)
+	if err != nil {
+		e.T.Fatalf("%s %s: %v", method, path, err)
+	}
+	defer resp.Body.Close()
+	raw, err := io.ReadAll(resp.Body)
+	if err != nil {
+		e.T.Fatal(err)
+	}
+	out := Response{Status: resp.StatusCode, Header: resp.Header, Raw: raw}
+	if strings.HasPrefix(resp.Header.Get("Content-Type"), "application/json") {
+		if err := json.Unmarshal(raw, &out); err != nil {
+			e.T.Fatalf("%s %s: answer is not the JSON envelope: %v: %s", method, path, err, raw)
+		}
+		if out.Code != resp.StatusCode {
+			e.T.Errorf("%s %s: envelope code %d differs from HTTP status %d", method, path, out.Code, resp.StatusCode)
+		}
+	}
+	return out
+}
+
+// Must is Call that fails the test unless the answer has status want.
+func (e *Env) Must(want int, c Creds, method, path string, query url.Values, body any, header ...string) Response {
+	e.T.Helper()
+	r := e.Call(c, method, path, query, body, header...)
+	if r.Status != want {
+		e.T.Fatalf("%s %s: status %d, want %d: %s", method, path, r.Status, want, r.Raw)
+	}
+	return r
+}
+
+// Eventually polls cond every 5ms until it holds or timeout passes.
+func (e *Env) Eventually(timeout time.Duration, what string, cond func() bool) {
+	e.T.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			e.T.Fatalf("timed out after %s waiting for %s", timeout, what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
