@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"strings"
 	"sync"
 	"time"
 
@@ -15,10 +14,12 @@ import (
 
 // run is one execution of one action.
 type run struct {
-	r   *Reconciler
-	a   *trainyard.Action
-	c   *trainyard.Cluster
-	log *slog.Logger
+	r     *Reconciler
+	a     *trainyard.Action
+	c     *trainyard.Cluster
+	log   *slog.Logger
+	roles map[string]string // node name -> role, from the store
+	ctl   string            // the controller's name
 
 	// controllerOp and controllerDone, when set, are what a rolling action does to the
 	// controller instead of the workers' operation (restart_cluster: its own generation).
@@ -183,7 +184,17 @@ func booted(o trainyard.ObservedNode) bool {
 func (x *run) carryOut(ctx context.Context) error {
 	if err := x.r.db.Read(ctx, func(ctx context.Context, tx *store.Tx) error {
 		var err error
-		x.c, err = tx.Cluster(ctx, x.a.ClusterID)
+		if x.c, err = tx.Cluster(ctx, x.a.ClusterID); err != nil {
+			return err
+		}
+		nodes, err := tx.Nodes(ctx, x.a.ClusterID)
+		x.roles = map[string]string{}
+		for _, n := range nodes {
+			x.roles[n.Name] = n.Role
+			if n.Role == trainyard.RoleController {
+				x.ctl = n.Name
+			}
+		}
 		return err
 	}); err != nil {
 		return err
@@ -239,7 +250,7 @@ func (x *run) keys() []string {
 }
 
 func (x *run) clusterSpec() trainyard.ClusterSpec {
-	return trainyard.ClusterSpec{ID: x.c.ID, Name: x.c.Name, Controller: x.a.Plan.Nodes()[0], MaxNodes: x.r.cfg.MaxNodesPerCluster + 1}
+	return trainyard.ClusterSpec{ID: x.c.ID, Name: x.c.Name, Controller: x.ctl, MaxNodes: x.r.cfg.MaxNodesPerCluster + 1}
 }
 
 func (x *run) nodeSpec(ctx context.Context, node, role string) (trainyard.NodeSpec, error) {
@@ -276,11 +287,10 @@ func (x *run) bringUp(ctx context.Context, node string) error {
 }
 
 func (x *run) create(ctx context.Context) error {
-	nodes := x.a.Plan.Nodes()
 	if err := x.r.backend.EnsureCluster(ctx, x.clusterSpec()); err != nil {
 		return err
 	}
-	controller := nodes[0]
+	controller := x.ctl
 	if err := x.step(ctx, controller, func(ctx context.Context) error {
 		spec, err := x.nodeSpec(ctx, controller, trainyard.RoleController)
 		if err != nil {
@@ -293,7 +303,13 @@ func (x *run) create(ctx context.Context) error {
 	}); err != nil {
 		return err
 	}
-	return x.parallel(ctx, nodes[1:], x.r.opts.Concurrency, x.bringUp)
+	var workers []string
+	for _, n := range x.a.Plan.Nodes() {
+		if !x.isController(n) {
+			workers = append(workers, n)
+		}
+	}
+	return x.parallel(ctx, workers, x.r.opts.Concurrency, x.bringUp)
 }
 
 func (x *run) delete(ctx context.Context) error {
@@ -315,11 +331,7 @@ func (x *run) network(ctx context.Context) error {
 		return fmt.Errorf("cluster %d is being deleted", x.c.ID)
 	}
 	return x.parallel(ctx, x.a.Plan.Nodes(), x.r.opts.Concurrency, func(ctx context.Context, node string) error {
-		role := trainyard.RoleWorker
-		if node == x.a.Plan.Nodes()[0] && x.isController(node) {
-			role = trainyard.RoleController
-		}
-		spec, err := x.r.networkSpec(ctx, x.c, role)
+		spec, err := x.r.networkSpec(ctx, x.c, x.roles[node])
 		if err != nil {
 			return err
 		}
@@ -331,9 +343,7 @@ func (x *run) network(ctx context.Context) error {
 	})
 }
 
-func (x *run) isController(node string) bool {
-	return strings.HasSuffix(node, "-ctl")
-}
+func (x *run) isController(node string) bool { return x.roles[node] == trainyard.RoleController }
 
 // finish records the action's outcome and what it means for the cluster, in one transaction.
 func (x *run) finish(ctx context.Context, outcome, msg string) error {

@@ -87,11 +87,7 @@ func (v *Validator) Validate(req *http.Request, status int, header http.Header, 
 		Body:    io.NopCloser(bytes.NewReader(body)),
 		Options: v.opts,
 	}
-	ctx := req.Context()
-	if ctx == nil {
-		ctx = context.Background()
-	}
-	return openapi3filter.ValidateResponse(ctx, in)
+	return openapi3filter.ValidateResponse(req.Context(), in)
 }
 
 // Check fails t (without stopping it) when the answer to req does not match the document.

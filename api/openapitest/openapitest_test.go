@@ -48,7 +48,7 @@ func TestDocument(t *testing.T) {
 			case !public && (len(sec) != 1 || len(sec[0]) != 2):
 				t.Errorf("%s %s: security = %v, want apikey and bearer together", method, path, sec)
 			}
-			if !strings.HasSuffix(path, "/") && public == false {
+			if !public && !strings.HasSuffix(path, "/") {
 				t.Errorf("%s %s: API paths end with a slash", method, path)
 			}
 		}
