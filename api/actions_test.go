@@ -310,6 +310,8 @@ func TestDeleteClusterRemovesNodesAndReleasesIP(t *testing.T) {
 	if len(ips.ReservedIPs) != 1 || ips.ReservedIPs[0].Status != "Available" {
 		t.Errorf("reserved IP after delete: %+v", ips)
 	}
+	// Its security group is free again.
+	e.Must(http.StatusOK, e.Owner, "DELETE", fmt.Sprintf("/security_groups/%d/", c.SecurityGroups[0].ID), nil, nil)
 	// The history stays readable.
 	var actions []testenv.Action
 	e.Must(http.StatusOK, e.Owner, "GET", testenv.ClusterPath(c.ID)+"actions/", nil, nil).Into(t, &actions)
@@ -357,8 +359,8 @@ func TestIdempotencyKeyReplaysTheFirstAnswer(t *testing.T) {
 	if string(first.Raw) != string(second.Raw) || second.Header.Get("Idempotent-Replayed") != "true" {
 		t.Errorf("replay differs:\n%s\n%s", first.Raw, second.Raw)
 	}
-	if first.Header.Get("Trainyard-Action-Id") == "" {
-		t.Error("no action id header on the first answer")
+	if id := first.Header.Get("Trainyard-Action-Id"); id == "" || second.Header.Get("Trainyard-Action-Id") != id {
+		t.Errorf("action id headers %q and %q: want the same, present", id, second.Header.Get("Trainyard-Action-Id"))
 	}
 	// A different request under the same key is refused, and changes nothing.
 	other := e.Act(e.Owner, c.ID, map[string]any{"action": "restart_cluster"}, "Idempotency-Key", "k-1")

@@ -119,7 +119,9 @@ func statusOf(code string) int {
 // encodeError renders err in the envelope; internal errors are logged, not shown.
 func (s *Server) encodeError(err error) (int, []byte) {
 	var e *trainyard.Error
-	if !errors.As(err, &e) {
+	if errors.Is(err, context.DeadlineExceeded) {
+		e = trainyard.Errorf(trainyard.EUNAVAILABLE, "Request timed out")
+	} else if !errors.As(err, &e) {
 		s.log.Error("api: internal error", "err", err)
 		e = &trainyard.Error{Code: trainyard.EINTERNAL, Message: "Internal server error"}
 	}
@@ -141,10 +143,10 @@ func describeFields(fields map[string][]string) string {
 	for k, v := range fields {
 		parts = append(parts, k+": "+strings.Join(v, "; "))
 	}
+	sortStrings(parts)
 	if len(parts) > 3 {
 		parts = append(parts[:3], "...")
 	}
-	sortStrings(parts)
 	return strings.Join(parts, ", ")
 }
 
@@ -292,8 +294,11 @@ func (s *Server) serveIdempotent(h handler, r *request, key string) (int, []byte
 			if prev.RequestHash != hash {
 				return trainyard.Errorf(trainyard.EMISMATCH, "Idempotency-Key %q was used for a different request", key)
 			}
-			status, out = prev.StatusCode, prev.Response
-			header = http.Header{"Idempotent-Replayed": {"true"}}
+			status, out, header = prev.StatusCode, prev.Response, http.Header(prev.Header)
+			if header == nil {
+				header = http.Header{}
+			}
+			header.Set("Idempotent-Replayed", "true")
 			return nil
 		}
 		r.Request = r.Request.WithContext(ctx)
@@ -303,7 +308,7 @@ func (s *Server) serveIdempotent(h handler, r *request, key string) (int, []byte
 			return answered{st, b}
 		}
 		status, out, header = resp.status, encodeResponse(resp), resp.header
-		return tx.PutIdempotentAnswer(ctx, r.caller.User.ID, key, store.Idempotent{RequestHash: hash, StatusCode: status, Response: out})
+		return tx.PutIdempotentAnswer(ctx, r.caller.User.ID, key, store.Idempotent{RequestHash: hash, StatusCode: status, Response: out, Header: header})
 	})
 	var a answered
 	if errors.As(err, &a) {
@@ -393,11 +398,23 @@ func list(message string, data any, total int, pg store.Page) *response {
 	return &response{status: http.StatusOK, message: message, data: data, list: &listInfo{total: total, perPage: pg.PerPage}}
 }
 
-// ServeHTTPServer returns an *http.Server with timeouts suited to the API.
+// RequestTimeout bounds the work of one request: its context ends then, and a request still
+// waiting on the store is answered 503.
+const RequestTimeout = 60 * time.Second
+
+func withTimeout(h http.Handler, d time.Duration) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ctx, cancel := context.WithTimeout(r.Context(), d)
+		defer cancel()
+		h.ServeHTTP(w, r.WithContext(ctx))
+	})
+}
+
+// HTTPServer returns an *http.Server with timeouts suited to the API.
 func (s *Server) HTTPServer(addr string) *http.Server {
 	return &http.Server{
 		Addr:              addr,
-		Handler:           http.TimeoutHandler(s.Handler(), 60*time.Second, `{"code":503,"data":null,"errors":{},"message":"Request timed out"}`),
+		Handler:           withTimeout(s.Handler(), RequestTimeout),
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       30 * time.Second,
 		WriteTimeout:      90 * time.Second,

@@ -101,6 +101,7 @@ func label(s string) string {
 // handler serves /metrics: request latency, and actions by type and status from the store.
 func (m *metrics) handler(svc *service.Service) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		m.setRoute(r, "/metrics")
 		var b strings.Builder
 		b.WriteString("# HELP trainyard_http_request_duration_seconds Latency of API requests.\n")
 		b.WriteString("# TYPE trainyard_http_request_duration_seconds histogram\n")

@@ -272,6 +272,16 @@ var errCanceled = errors.New("canceled")
 // execute carries out one action to its end, unless ctx ends first.
 func (r *Reconciler) execute(ctx context.Context, a *trainyard.Action) {
 	log := r.log.With("action", a.ID, "type", a.Type, "cluster", a.ClusterID)
+	if err := r.db.Read(ctx, func(ctx context.Context, tx *store.Tx) error {
+		var err error
+		a, err = tx.Action(ctx, a.ID) // with its steps: which nodes are done already
+		return err
+	}); err != nil {
+		if ctx.Err() == nil {
+			log.Error("reconcile: load action", "err", err)
+		}
+		return
+	}
 	if a.Status == trainyard.ActionQueued {
 		if err := r.db.Write(ctx, func(ctx context.Context, tx *store.Tx) error {
 			if err := tx.StartAction(ctx, a.ID); err != nil {

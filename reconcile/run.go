@@ -378,11 +378,16 @@ func (x *run) finish(ctx context.Context, outcome, msg string) error {
 				return err
 			}
 		}
-		if x.a.Type == trainyard.ActionDeleteCluster && outcome == trainyard.ActionSucceeded && c.ReservedIPID != 0 {
-			if err := tx.SetReservedIPAttachment(ctx, c.ReservedIPID, 0); err != nil {
-				return err
+		if x.a.Type == trainyard.ActionDeleteCluster && outcome == trainyard.ActionSucceeded {
+			// A deleted cluster lets go of what it used: its reserved IP returns to the
+			// project, its security groups may be deleted.
+			if c.ReservedIPID != 0 {
+				if err := tx.SetReservedIPAttachment(ctx, c.ReservedIPID, 0); err != nil {
+					return err
+				}
+				c.ReservedIPID = 0
 			}
-			c.ReservedIPID = 0
+			c.SecurityGroupIDs = nil
 		}
 		c.Settle(x.a, outcome)
 		if err := tx.UpdateCluster(ctx, c); err != nil {

@@ -127,13 +127,27 @@ func (tx *Tx) Actions(ctx context.Context, clusterID int64, page Page) ([]*train
 	return tx.actionList(ctx, actionSelect+` WHERE a.cluster_id = ? ORDER BY a.id DESC LIMIT ? OFFSET ?`, total, clusterID, limit, offset)
 }
 
-// OpenActions returns every queued or running action, oldest first, for the reconciler.
+// OpenActions returns every queued or running action, oldest first, for the reconciler; without
+// steps and events, which Action loads for the one about to run.
 func (tx *Tx) OpenActions(ctx context.Context) ([]*trainyard.Action, error) {
-	out, _, err := tx.actionList(ctx, actionSelect+` WHERE a.status IN (?, ?) ORDER BY a.id`, 0, trainyard.ActionQueued, trainyard.ActionRunning)
+	out, _, err := tx.actionRows(ctx, actionSelect+` WHERE a.status IN (?, ?) ORDER BY a.id`, 0, trainyard.ActionQueued, trainyard.ActionRunning)
 	return out, err
 }
 
 func (tx *Tx) actionList(ctx context.Context, q string, total int, args ...any) ([]*trainyard.Action, int, error) {
+	out, total, err := tx.actionRows(ctx, q, total, args...)
+	if err != nil {
+		return nil, 0, err
+	}
+	for _, a := range out {
+		if err := tx.loadActionDetails(ctx, a); err != nil {
+			return nil, 0, err
+		}
+	}
+	return out, total, nil
+}
+
+func (tx *Tx) actionRows(ctx context.Context, q string, total int, args ...any) ([]*trainyard.Action, int, error) {
 	rows, err := tx.tx.QueryContext(ctx, q, args...)
 	if err != nil {
 		return nil, 0, wrapDBError(err)
@@ -148,15 +162,7 @@ func (tx *Tx) actionList(ctx context.Context, q string, total int, args ...any) 
 		out = append(out, a)
 	}
 	rows.Close()
-	if err := rows.Err(); err != nil {
-		return nil, 0, wrapDBError(err)
-	}
-	for _, a := range out {
-		if err := tx.loadActionDetails(ctx, a); err != nil {
-			return nil, 0, err
-		}
-	}
-	return out, total, nil
+	return out, total, wrapDBError(rows.Err())
 }
 
 // StartAction marks a queued action running.

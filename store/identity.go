@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"database/sql"
+	"encoding/json"
 	"errors"
 
 	"github.com/trainyard/trainyard"
@@ -217,16 +218,20 @@ type Idempotent struct {
 	RequestHash string
 	StatusCode  int
 	Response    []byte
+	Header      map[string][]string
 }
 
 // IdempotentAnswer returns the answer stored for (user, key).
 func (tx *Tx) IdempotentAnswer(ctx context.Context, userID int64, key string) (Idempotent, bool, error) {
 	var r Idempotent
-	var resp string
-	err := tx.tx.QueryRowContext(ctx, `SELECT request_hash, status_code, response FROM idempotency_keys WHERE user_id = ? AND idem_key = ?`, userID, key).
-		Scan(&r.RequestHash, &r.StatusCode, &resp)
+	var resp, header string
+	err := tx.tx.QueryRowContext(ctx, `SELECT request_hash, status_code, response, response_header FROM idempotency_keys WHERE user_id = ? AND idem_key = ?`, userID, key).
+		Scan(&r.RequestHash, &r.StatusCode, &resp, &header)
 	if errors.Is(err, sql.ErrNoRows) {
 		return r, false, nil
+	}
+	if err == nil {
+		err = json.Unmarshal([]byte(header), &r.Header)
 	}
 	r.Response = []byte(resp)
 	return r, err == nil, wrapDBError(err)
@@ -234,7 +239,8 @@ func (tx *Tx) IdempotentAnswer(ctx context.Context, userID int64, key string) (I
 
 // PutIdempotentAnswer stores the answer for (user, key).
 func (tx *Tx) PutIdempotentAnswer(ctx context.Context, userID int64, key string, r Idempotent) error {
-	_, err := tx.exec(ctx, `INSERT INTO idempotency_keys (user_id, idem_key, request_hash, status_code, response, created_at) VALUES (?, ?, ?, ?, ?, ?)`,
-		userID, key, r.RequestHash, r.StatusCode, string(r.Response), formatTime(tx.now))
+	header, _ := json.Marshal(r.Header)
+	_, err := tx.exec(ctx, `INSERT INTO idempotency_keys (user_id, idem_key, request_hash, status_code, response, response_header, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)`,
+		userID, key, r.RequestHash, r.StatusCode, string(r.Response), string(header), formatTime(tx.now))
 	return err
 }

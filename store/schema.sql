@@ -170,6 +170,7 @@ CREATE TABLE idempotency_keys (
   request_hash TEXT NOT NULL,
   status_code INTEGER NOT NULL,
   response TEXT NOT NULL,
+  response_header TEXT NOT NULL,
   created_at TEXT NOT NULL,
   PRIMARY KEY (user_id, idem_key)
 );

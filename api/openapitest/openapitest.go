@@ -6,6 +6,7 @@ package openapitest
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -70,6 +71,11 @@ func (v *Validator) Doc() *openapi3.T { return v.doc }
 func (v *Validator) Validate(req *http.Request, status int, header http.Header, body []byte) error {
 	route, params, err := v.router.FindRoute(req)
 	if err != nil {
+		// A path or method the API does not have is outside the document by definition; its
+		// answer must still be the error envelope.
+		if status == http.StatusNotFound || status == http.StatusMethodNotAllowed {
+			return v.validateErrorEnvelope(body)
+		}
 		return fmt.Errorf("route not documented: %w", err)
 	}
 	if header == nil {
@@ -88,6 +94,18 @@ func (v *Validator) Validate(req *http.Request, status int, header http.Header, 
 		Options: v.opts,
 	}
 	return openapi3filter.ValidateResponse(req.Context(), in)
+}
+
+func (v *Validator) validateErrorEnvelope(body []byte) error {
+	ref := v.doc.Components.Schemas["ErrorEnvelope"]
+	if ref == nil || ref.Value == nil {
+		return fmt.Errorf("the document has no ErrorEnvelope schema")
+	}
+	var doc any
+	if err := json.Unmarshal(body, &doc); err != nil {
+		return fmt.Errorf("answer is not JSON: %w", err)
+	}
+	return ref.Value.VisitJSON(doc)
 }
 
 // Check fails t (without stopping it) when the answer to req does not match the document.

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/trainyard/trainyard"
+	"github.com/trainyard/trainyard/api/openapitest"
 	"github.com/trainyard/trainyard/backend/sim"
 	"github.com/trainyard/trainyard/internal/testenv"
 )
@@ -113,10 +114,16 @@ func (s *server) kill() {
 	s.cmd.Wait()
 }
 
+// client calls the API of a server; every answer is checked against the OpenAPI document.
 type client struct {
 	t    *testing.T
 	base string
 	c    creds
+	http *http.Client
+}
+
+func newClient(t *testing.T, base string, c creds) *client {
+	return &client{t: t, base: base, c: c, http: &http.Client{Transport: openapitest.New(t).Transport(t, nil), Timeout: 30 * time.Second}}
 }
 
 func (c *client) call(method, path string, body any) (int, json.RawMessage, http.Header) {
@@ -133,7 +140,7 @@ func (c *client) call(method, path string, body any) (int, json.RawMessage, http
 	u := fmt.Sprintf("%s/myaccount/api/v1/gpu%s%sapikey=%s&project_id=%d&location=Delhi", c.base, path, sep, c.c.APIKey, c.c.ProjectID)
 	req, _ := http.NewRequest(method, u, rd)
 	req.Header.Set("Authorization", "Bearer "+c.c.AuthToken)
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := c.http.Do(req)
 	if err != nil {
 		c.t.Fatalf("%s %s: %v", method, path, err)
 	}
@@ -216,7 +223,7 @@ func TestBinaryBootstrapServeAndIAM(t *testing.T) {
 		t.Fatalf("bootstrap: %+v", owner)
 	}
 	srv := startServer(t, data, freeAddr(t), 5*time.Millisecond)
-	c := &client{t: t, base: "http://" + srv.addr, c: owner}
+	c := newClient(t, "http://"+srv.addr, owner)
 	id := newCluster(c, "e2e", 2)
 
 	// bootstrap and iam grant work while the server runs; a second bootstrap issues a new pair.
@@ -228,7 +235,7 @@ func TestBinaryBootstrapServeAndIAM(t *testing.T) {
 	if viewer.IAMID == 0 || viewer.APIKey == "" {
 		t.Fatalf("iam grant: %+v", viewer)
 	}
-	vc := &client{t: t, base: c.base, c: viewer}
+	vc := newClient(t, c.base, viewer)
 	vc.c.ProjectID = owner.ProjectID
 	vc.must(200, "GET", fmt.Sprintf("/distributed_jobs_v2/cluster/%d/?active_iam=%d", id, viewer.IAMID), nil, nil)
 	vc.must(403, "PUT", fmt.Sprintf("/distributed_jobs_v2/cluster/%d/?active_iam=%d", id, viewer.IAMID), map[string]any{"action": "restart_workers"}, nil)
@@ -256,7 +263,7 @@ func TestKillDashNineMidAction(t *testing.T) {
 	addr := freeAddr(t)
 	const latency = 40 * time.Millisecond
 	srv := startServer(t, data, addr, latency)
-	c := &client{t: t, base: "http://" + addr, c: owner}
+	c := newClient(t, "http://"+addr, owner)
 	const workers = 4
 	id := newCluster(c, "crash", workers)
 

@@ -1,7 +1,7 @@
 // Package testenv builds a whole trainyard (SQLite store in a temporary directory, sim backend,
 // reconciler, HTTP server) inside a test, and talks to it the way a client of the hosted API
 // would. Every response that passes through Env's client is checked against the OpenAPI
-// document when a Checker is installed.
+// document (api/openapi.json).
 package testenv
 
 import (
@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/trainyard/trainyard/api"
+	"github.com/trainyard/trainyard/api/openapitest"
 	"github.com/trainyard/trainyard/backend/sim"
 	"github.com/trainyard/trainyard/config"
 	"github.com/trainyard/trainyard/reconcile"
@@ -27,11 +28,11 @@ import (
 
 // Options tune an Env.
 type Options struct {
-	OpLatency time.Duration                             // sim operation latency (default 2ms)
-	Reconcile reconcile.Options                         // defaults suited to tests when zero
-	Config    *config.Config                            // default: config.Default()
-	NoRun     bool                                      // do not start the reconciler
-	Transport func(http.RoundTripper) http.RoundTripper // wraps the client's transport (e.g. an OpenAPI check)
+	OpLatency time.Duration     // sim operation latency (default 2ms)
+	Reconcile reconcile.Options // defaults suited to tests when zero
+	Config    *config.Config    // default: config.Default()
+	NoRun     bool              // do not start the reconciler
+	NoOpenAPI bool              // do not check answers against the OpenAPI document
 }
 
 // Env is a running trainyard.
@@ -71,7 +72,7 @@ func New(t testing.TB, opts Options) *Env {
 		ro.PollInterval = 2 * time.Millisecond
 	}
 	if ro.ResyncInterval == 0 {
-		ro.ResyncInterval = 20 * time.Millisecond
+		ro.ResyncInterval = 50 * time.Millisecond
 	}
 	if ro.BootTimeout == 0 {
 		ro.BootTimeout = 10 * time.Second
@@ -97,8 +98,8 @@ func New(t testing.TB, opts Options) *Env {
 	e.Svc = &service.Service{DB: db, Config: cfg, Backend: b, Observer: e.Rec, Wake: e.Rec.Wake}
 	e.Server = httptest.NewServer(api.New(e.Svc, nil, nil).Handler())
 	transport := http.DefaultTransport
-	if opts.Transport != nil {
-		transport = opts.Transport(transport)
+	if !opts.NoOpenAPI {
+		transport = openapitest.New(t).Transport(t, transport)
 	}
 	e.Client = &http.Client{Transport: transport, Timeout: 30 * time.Second}
 	ctx, cancel := context.WithCancel(context.Background())
@@ -234,7 +235,7 @@ func (e *Env) Must(want int, c Creds, method, path string, query url.Values, bod
 	return r
 }
 
-// Eventually polls cond every 5ms until it holds or timeout passes.
+// Eventually polls cond every 10ms until it holds or timeout passes.
 func (e *Env) Eventually(timeout time.Duration, what string, cond func() bool) {
 	e.T.Helper()
 	deadline := time.Now().Add(timeout)
@@ -242,6 +243,6 @@ func (e *Env) Eventually(timeout time.Duration, what string, cond func() bool) {
 		if time.Now().After(deadline) {
 			e.T.Fatalf("timed out after %s waiting for %s", timeout, what)
 		}
-		time.Sleep(5 * time.Millisecond)
+		time.Sleep(10 * time.Millisecond)
 	}
 }
