@@ -66,10 +66,7 @@ func (s *Server) listClusters(r *request) (*response, error) {
 	if err != nil {
 		return nil, err
 	}
-	out := []clusterJSON{}
-	for _, c := range cs {
-		out = append(out, renderCluster(c))
-	}
+	out := renderAll(cs, renderCluster)
 	return list("Success", out, total, pg), nil
 }
 
@@ -235,10 +232,7 @@ func (s *Server) listActions(r *request) (*response, error) {
 	if err != nil {
 		return nil, err
 	}
-	out := []actionJSON{}
-	for _, a := range as {
-		out = append(out, renderAction(a))
-	}
+	out := renderAll(as, renderAction)
 	return list("Success", out, total, pg), nil
 }
 
@@ -311,10 +305,7 @@ func (s *Server) listSSHKeys(r *request) (*response, error) {
 	if err != nil {
 		return nil, err
 	}
-	out := []sshKeyJSON{}
-	for _, k := range keys {
-		out = append(out, renderSSHKey(k))
-	}
+	out := renderAll(keys, renderSSHKey)
 	return list("Success", out, total, pg), nil
 }
 
@@ -387,10 +378,7 @@ func (s *Server) listReservedIPs(r *request) (*response, error) {
 	if err != nil {
 		return nil, err
 	}
-	out := []reservedIPJSON{}
-	for _, ip := range ips {
-		out = append(out, renderReservedIP(ip, nil))
-	}
+	out := renderAll(ips, func(ip trainyard.ReservedIP) reservedIPJSON { return renderReservedIP(ip, nil) })
 	return list("Success", map[string]any{"reserved_ips": out}, total, pg), nil
 }
 
@@ -443,10 +431,7 @@ func (s *Server) listSecurityGroups(r *request) (*response, error) {
 	if err != nil {
 		return nil, err
 	}
-	out := []securityGroupJSON{}
-	for _, g := range gs {
-		out = append(out, renderSecurityGroup(g))
-	}
+	out := renderAll(gs, renderSecurityGroup)
 	return list("Success", out, total, pg), nil
 }
 
@@ -537,10 +522,7 @@ func (s *Server) listIAMAccounts(r *request) (*response, error) {
 	if err != nil {
 		return nil, err
 	}
-	out := []iamAccountJSON{}
-	for _, m := range ms {
-		out = append(out, renderIAM(m))
-	}
+	out := renderAll(ms, renderIAM)
 	return ok(http.StatusOK, "Success", out), nil
 }
 
@@ -554,10 +536,7 @@ func (s *Server) listProjects(r *request) (*response, error) {
 	if err != nil {
 		return nil, err
 	}
-	out := []projectJSON{}
-	for _, pr := range ps {
-		out = append(out, renderProject(pr))
-	}
+	out := renderAll(ps, renderProject)
 	return list("Success", out, total, pg), nil
 }
 

@@ -524,3 +524,12 @@ func fillObserved(nj *nodeJSON, o trainyard.ObservedNode) {
 		nj.Warnings = []string{}
 	}
 }
+
+// renderAll renders every item; an empty list renders as [], never null.
+func renderAll[T, J any](items []T, render func(T) J) []J {
+	out := make([]J, 0, len(items))
+	for _, it := range items {
+		out = append(out, render(it))
+	}
+	return out
+}

@@ -110,22 +110,9 @@ func scanCluster(sc interface{ Scan(...any) error }) (*trainyard.Cluster, error)
 
 func (tx *Tx) loadGroups(ctx context.Context, cs []*trainyard.Cluster) error {
 	for _, c := range cs {
-		rows, err := tx.tx.QueryContext(ctx, `SELECT group_id FROM cluster_security_groups WHERE cluster_id = ? ORDER BY group_id`, c.ID)
-		if err != nil {
-			return wrapDBError(err)
-		}
-		c.SecurityGroupIDs = nil
-		for rows.Next() {
-			var g int64
-			if err := rows.Scan(&g); err != nil {
-				rows.Close()
-				return wrapDBError(err)
-			}
-			c.SecurityGroupIDs = append(c.SecurityGroupIDs, g)
-		}
-		rows.Close()
-		if err := rows.Err(); err != nil {
-			return wrapDBError(err)
+		var err error
+		if c.SecurityGroupIDs, err = tx.ids(ctx, `SELECT group_id FROM cluster_security_groups WHERE cluster_id = ? ORDER BY group_id`, c.ID); err != nil {
+			return err
 		}
 	}
 	return nil
@@ -188,20 +175,7 @@ func (tx *Tx) Clusters(ctx context.Context, accountID, projectID int64, location
 
 // LiveClusterIDs returns the ids of clusters that are not deleted, for the reconciler.
 func (tx *Tx) LiveClusterIDs(ctx context.Context) ([]int64, error) {
-	rows, err := tx.tx.QueryContext(ctx, `SELECT id FROM clusters WHERE status <> ? ORDER BY id`, trainyard.StatusDeleted)
-	if err != nil {
-		return nil, wrapDBError(err)
-	}
-	defer rows.Close()
-	var out []int64
-	for rows.Next() {
-		var id int64
-		if err := rows.Scan(&id); err != nil {
-			return nil, wrapDBError(err)
-		}
-		out = append(out, id)
-	}
-	return out, wrapDBError(rows.Err())
+	return tx.ids(ctx, `SELECT id FROM clusters WHERE status <> ? ORDER BY id`, trainyard.StatusDeleted)
 }
 
 // CreateNode adds a node to a cluster.

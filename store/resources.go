@@ -234,19 +234,6 @@ func (tx *Tx) DeleteSecurityGroup(ctx context.Context, id int64) error {
 
 // ClustersUsingSecurityGroup returns the ids of live clusters the group is applied to.
 func (tx *Tx) ClustersUsingSecurityGroup(ctx context.Context, groupID int64) ([]int64, error) {
-	rows, err := tx.tx.QueryContext(ctx, `SELECT c.id FROM cluster_security_groups g JOIN clusters c ON c.id = g.cluster_id
+	return tx.ids(ctx, `SELECT c.id FROM cluster_security_groups g JOIN clusters c ON c.id = g.cluster_id
 	  WHERE g.group_id = ? AND c.status <> ? ORDER BY c.id`, groupID, trainyard.StatusDeleted)
-	if err != nil {
-		return nil, wrapDBError(err)
-	}
-	defer rows.Close()
-	var out []int64
-	for rows.Next() {
-		var id int64
-		if err := rows.Scan(&id); err != nil {
-			return nil, wrapDBError(err)
-		}
-		out = append(out, id)
-	}
-	return out, wrapDBError(rows.Err())
 }

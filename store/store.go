@@ -210,6 +210,24 @@ func (tx *Tx) count(ctx context.Context, q string, args ...any) (int, error) {
 	return n, wrapDBError(err)
 }
 
+// ids runs a query of one integer column.
+func (tx *Tx) ids(ctx context.Context, q string, args ...any) ([]int64, error) {
+	rows, err := tx.tx.QueryContext(ctx, q, args...)
+	if err != nil {
+		return nil, wrapDBError(err)
+	}
+	defer rows.Close()
+	var out []int64
+	for rows.Next() {
+		var id int64
+		if err := rows.Scan(&id); err != nil {
+			return nil, wrapDBError(err)
+		}
+		out = append(out, id)
+	}
+	return out, wrapDBError(rows.Err())
+}
+
 // Page selects part of a list: page numbers start at 1.
 type Page struct {
 	No      int
