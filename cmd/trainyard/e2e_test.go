@@ -83,7 +83,7 @@ func freeAddr(t *testing.T) string {
 func startServer(t *testing.T, data, addr string, latency time.Duration) *server {
 	t.Helper()
 	s := &server{t: t, addr: addr, log: &bytes.Buffer{}}
-	s.cmd = exec.Command(binary, "serve", "--data", data, "--listen", addr, "--sim-op-latency", latency.String())
+	s.cmd = exec.Command(binary, "serve", "--backend", "sim", "--data", data, "--listen", addr, "--sim-op-latency", latency.String())
 	s.cmd.Stdout, s.cmd.Stderr = s.log, s.log
 	if err := s.cmd.Start(); err != nil {
 		t.Fatal(err)

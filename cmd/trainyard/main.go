@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -20,6 +21,7 @@ import (
 
 	"github.com/trainyard/trainyard"
 	"github.com/trainyard/trainyard/api"
+	"github.com/trainyard/trainyard/backend/local"
 	"github.com/trainyard/trainyard/backend/sim"
 	"github.com/trainyard/trainyard/config"
 	"github.com/trainyard/trainyard/reconcile"
@@ -30,7 +32,8 @@ import (
 const usage = `trainyard: a control plane for Slurm training clusters
 
 Usage:
-  trainyard serve     [--listen 127.0.0.1:8080] [--data DIR] [--backend sim] [--sim-op-latency 50ms] [--config FILE]
+  trainyard serve     [--listen 127.0.0.1:8080] [--data DIR] [--backend auto|local|sim] [--config FILE]
+                      [--local-dir /var/lib/trainyard] [--node-subnet 198.18.0.0/16] [--sim-op-latency 50ms]
   trainyard bootstrap [--data DIR] --email EMAIL [--name NAME]
   trainyard iam grant [--data DIR] --owner EMAIL --user EMAIL --role admin|member|viewer
 
@@ -132,7 +135,9 @@ func serve(args []string, stderr io.Writer) error {
 	fs := newFlags("serve", stderr)
 	listen := fs.String("listen", "127.0.0.1:8080", "address to serve the API on")
 	data := fs.String("data", "./data", "data directory")
-	backendName := fs.String("backend", "sim", "node backend: sim")
+	backendName := fs.String("backend", "auto", "node backend: local (real Slurm in namespaces; needs root), sim (in-process), or auto: local when it can run here")
+	localDir := fs.String("local-dir", "/var/lib/trainyard", "local backend: where clusters' files and image layers live")
+	nodeSubnet := fs.String("node-subnet", "198.18.0.0/16", "local backend: node addresses, a /24 per cluster; must overlap no route of this machine")
 	simLatency := fs.Duration("sim-op-latency", 50*time.Millisecond, "how long each simulated node operation takes")
 	cfgPath := fs.String("config", "", "catalog and limits file (default: the embedded defaults)")
 	bootTimeout := fs.Duration("boot-timeout", 5*time.Minute, "how long a node may take to come back after an operation")
@@ -151,7 +156,33 @@ func serve(args []string, stderr io.Writer) error {
 	defer db.Close()
 
 	var backend trainyard.Backend
-	switch *backendName {
+	name := *backendName
+	if name == "auto" {
+		name = "local"
+		if err := local.Check(); err != nil {
+			name = "sim"
+			log.Warn("the local backend cannot run here; using the sim backend (nodes are simulated)", "reason", err)
+		}
+	}
+	switch name {
+	case "local":
+		subnet, err := netip.ParsePrefix(*nodeSubnet)
+		if err != nil {
+			return fmt.Errorf("--node-subnet: %w", err)
+		}
+		var pools []netip.Prefix
+		for _, p := range cfg.ReservedIPPools {
+			pools = append(pools, p)
+		}
+		var images []trainyard.ImageVersion
+		for _, img := range cfg.Images {
+			images = append(images, img.Versions...)
+		}
+		b, err := local.New(context.Background(), local.Options{Dir: *localDir, NodeRange: subnet, IPPools: pools, Images: images, Log: log})
+		if err != nil {
+			return err
+		}
+		backend = b
 	case "sim":
 		b, err := sim.New(sim.Options{OpLatency: *simLatency, StatePath: filepath.Join(*data, "sim-nodes.json")})
 		if err != nil {
@@ -159,7 +190,7 @@ func serve(args []string, stderr io.Writer) error {
 		}
 		backend = b
 	default:
-		return fmt.Errorf("unknown backend %q (available: sim)", *backendName)
+		return fmt.Errorf("unknown backend %q (available: auto, local, sim)", *backendName)
 	}
 
 	rec := reconcile.New(db, backend, cfg, log, reconcile.Options{BootTimeout: *bootTimeout})
