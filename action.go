@@ -77,6 +77,17 @@ type ActionParams struct {
 	ControllerGen    int64    `json:"controller_restart_gen,omitempty"` // controller's target generation
 	NetworkGen       int64    `json:"network_gen,omitempty"`
 	NewNodes         []string `json:"new_nodes,omitempty"` // scale_cluster: the nodes it adds
+
+	// What the action replaced, restored if it does not succeed.
+	Previous *PreviousState `json:"previous,omitempty"`
+}
+
+// PreviousState is the part of a cluster's desired state an action changes, as it was before.
+type PreviousState struct {
+	ImageVersionID   int64        `json:"image_version_id,omitempty"`
+	SSHKeys          []ClusterKey `json:"ssh_keys,omitempty"`
+	SecurityGroupIDs []int64      `json:"security_group_ids,omitempty"`
+	ReservedIPID     int64        `json:"reserved_ip_id"`
 }
 
 // Plan is how an action will touch the cluster's nodes: batches run one after another, the
@@ -135,6 +146,7 @@ type Action struct {
 	RequestedBy     User
 	ActiveIAM       int64
 	Error           string
+	Outcome         string // decided outcome while the action is being finished
 	CancelRequested bool
 	CreatedAt       time.Time
 	StartedAt       *time.Time

@@ -110,10 +110,10 @@ type SSHKey struct {
 // ClusterKey is the copy of an SSH key that a cluster holds. Deleting the key from the library
 // does not remove it from clusters: nobody is locked out of a cluster by tidying their keys.
 type ClusterKey struct {
-	KeyID       int64
-	Label       string
-	PublicKey   string
-	Fingerprint string
+	KeyID       int64  `json:"pk"`
+	Label       string `json:"label"`
+	PublicKey   string `json:"ssh_key"`
+	Fingerprint string `json:"fingerprint"`
 }
 
 // ImageVersion is one version of a node image, from the catalog.

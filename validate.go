@@ -105,8 +105,15 @@ func NormalizeRule(r *SecurityRule, at string, p *Problems) {
 	default:
 		p.Add(at+".network_type", "must be any or manual")
 	}
-	if len(r.Description) > 255 {
-		p.Add(at+".description", "must be at most 255 characters")
+	if r.CIDRSubnet != "" {
+		if pfx, err := netip.ParsePrefix(r.CIDRSubnet); err != nil || !pfx.Addr().Is4() {
+			p.Add(at+".cidr_subnet", "must be empty or an IPv4 CIDR such as 198.51.100.0/24")
+		} else {
+			r.CIDRSubnet = pfx.Masked().String()
+		}
+	}
+	if len(r.Description) > 255 || strings.ContainsFunc(r.Description, func(c rune) bool { return c < 0x20 || c == 0x7f || c == '"' || c == '\\' }) {
+		p.Add(at+".description", "must be at most 255 characters, on one line, without quotes or backslashes")
 	}
 }
 

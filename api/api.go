@@ -323,7 +323,10 @@ func (s *Server) serveIdempotent(h handler, r *request, key string) (int, []byte
 
 func (s *Server) authenticate(r *request) (trainyard.Caller, error) {
 	q := r.URL.Query()
-	token, _ := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	token := ""
+	if scheme, value, ok := strings.Cut(r.Header.Get("Authorization"), " "); ok && strings.EqualFold(scheme, "Bearer") {
+		token = value
+	}
 	var iam int64
 	if v := q.Get("active_iam"); v != "" {
 		n, err := strconv.ParseInt(v, 10, 64)
@@ -373,6 +376,9 @@ func page(r *request, p *trainyard.Problems) store.Page {
 	}
 	if per > 100 {
 		p.Add("per_page", "must be at most 100")
+	}
+	if no > 1_000_000 {
+		p.Add("page_no", "must be at most 1000000")
 	}
 	return store.Page{No: int(no), PerPage: int(per)}
 }

@@ -340,6 +340,8 @@ func TestSecurityGroupValidationAndDelete(t *testing.T) {
 		{"port range", map[string]any{"rule_type": "inbound", "protocol_type": "CustomTCP", "network_type": "any", "ports": []any{70000}}, "rules[0].ports[0]"},
 		{"manual without cidr", map[string]any{"rule_type": "inbound", "protocol_type": "CustomTCP", "network_type": "manual", "ports": []int{22}}, "rules[0].cidr_ip"},
 		{"unknown rule field", map[string]any{"rule_type": "inbound", "protocol_type": "AllTraffic", "network_type": "any", "x": 1}, "rules[0].x"},
+		{"cidr_subnet not a CIDR", map[string]any{"rule_type": "inbound", "protocol_type": "AllTraffic", "network_type": "any", "cidr_subnet": "$(reboot)"}, "rules[0].cidr_subnet"},
+		{"description with a newline", map[string]any{"rule_type": "inbound", "protocol_type": "AllTraffic", "network_type": "any", "description": "a\"b\nflush ruleset"}, "rules[0].description"},
 	}
 	for _, tc := range bad {
 		r := e.Call(e.Owner, "POST", "/security_groups/", nil, map[string]any{"name": "g", "rules": []any{tc.rule}})

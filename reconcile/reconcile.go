@@ -302,19 +302,36 @@ func (r *Reconciler) execute(ctx context.Context, a *trainyard.Action) {
 			x.done[s.Node] = true
 		}
 	}
-	err := x.carryOut(ctx)
-	if ctx.Err() != nil {
-		return // shutting down: the action resumes at the next start
+	outcome, msg := a.Outcome, a.Error
+	if outcome == "" {
+		err := x.carryOut(ctx)
+		if ctx.Err() != nil {
+			return // shutting down: the action resumes at the next start
+		}
+		outcome, msg = trainyard.ActionSucceeded, ""
+		switch {
+		case errors.Is(err, errCanceled):
+			outcome = trainyard.ActionCanceled
+		case err != nil:
+			outcome, msg = trainyard.ActionFailed, err.Error()
+		}
+		// Decided before anything is undone, so that a restart finishes the action the same way
+		// rather than doing its work again.
+		if err := r.db.Write(ctx, func(ctx context.Context, tx *store.Tx) error {
+			return tx.DecideOutcome(ctx, a.ID, outcome, msg)
+		}); err != nil {
+			if ctx.Err() == nil {
+				log.Error("reconcile: record outcome", "err", err)
+			}
+			return
+		}
+	} else if err := x.load(ctx); err != nil {
+		return
 	}
-	outcome, msg := trainyard.ActionSucceeded, ""
-	switch {
-	case errors.Is(err, errCanceled):
-		outcome = trainyard.ActionCanceled
-	case err != nil:
-		outcome, msg = trainyard.ActionFailed, err.Error()
-	}
-	if err := x.finish(ctx, outcome, msg); err != nil && ctx.Err() == nil {
-		log.Error("reconcile: finish", "err", err)
+	if err := x.finish(ctx, outcome, msg); err != nil {
+		if ctx.Err() == nil {
+			log.Error("reconcile: finishing; will retry", "err", err)
+		}
 		return
 	}
 	log.Info("reconcile: action finished", "outcome", outcome, "error", msg)

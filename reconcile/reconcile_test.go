@@ -333,3 +333,89 @@ func TestConcurrentActionsExactlyOneWins(t *testing.T) {
 		}
 	}
 }
+
+func TestFailedActionsRestoreWhatTheyReplaced(t *testing.T) {
+	e := testenv.New(t, testenv.Options{})
+	c := e.NewCluster(e.Owner, "revert", 2)
+	e.Sim.FailNext(ref(c.ID, worker(c.ID, 2)), sim.OpSetImage, 1)
+	if a := e.ActOK(e.Owner, c.ID, map[string]any{"action": "update_image", "image_version_id": 2, "max_unavailable": 1}); a.Status != "failed" {
+		t.Fatalf("update_image: %+v", a)
+	}
+	if got := e.GetCluster(e.Owner, c.ID); got.ImageVersion.ID != 1 {
+		t.Errorf("after a failed update_image the cluster says image %d, want the previous 1", got.ImageVersion.ID)
+	}
+	// New nodes come up on the image the cluster says.
+	e.ActOK(e.Owner, c.ID, map[string]any{"action": "scale_cluster", "additional_nodes": 1})
+	if n := node(t, e, c.ID, worker(c.ID, 3)); n.ImageVersionID != 1 {
+		t.Errorf("new node on image %d", n.ImageVersionID)
+	}
+
+	// A failed key update gives the nodes that took the new keys their old ones back.
+	k2, _ := e.AddKey(e.Owner, "new")
+	e.Sim.FailNext(ref(c.ID, worker(c.ID, 3)), sim.OpSetSSHKeys, 1)
+	if a := e.ActOK(e.Owner, c.ID, map[string]any{"action": "update_ssh_keys", "ssh_key_ids": []int64{k2}}); a.Status != "failed" {
+		t.Fatalf("update_ssh_keys: %+v", a)
+	}
+	want := c.SSHKeys[0].SSHKey
+	for _, n := range []string{fmt.Sprintf("c%d-ctl", c.ID), worker(c.ID, 1), worker(c.ID, 2), worker(c.ID, 3)} {
+		if keys := node(t, e, c.ID, n).SSHKeys; len(keys) != 1 || keys[0] != want {
+			t.Errorf("%s keys %q after a failed update, want the old key", n, keys)
+		}
+	}
+
+	// A failed attach leaves the address free and the controller without it.
+	var ip struct {
+		ID int64 `json:"id"`
+	}
+	e.Must(http.StatusOK, e.Owner, "POST", "/reserved_ips/", nil, nil).Into(t, &ip)
+	e.Sim.FailNext(ref(c.ID, fmt.Sprintf("c%d-ctl", c.ID)), sim.OpSetNetwork, 1)
+	if a := e.ActOK(e.Owner, c.ID, map[string]any{"action": "attach_ip", "reserved_ip_id": ip.ID}); a.Status != "failed" {
+		t.Fatalf("attach_ip: %+v", a)
+	}
+	if got := e.GetCluster(e.Owner, c.ID); got.ReservedIP != nil {
+		t.Errorf("cluster keeps reserved IP %+v after a failed attach", got.ReservedIP)
+	}
+	e.Must(http.StatusOK, e.Owner, "DELETE", fmt.Sprintf("/reserved_ips/%d/", ip.ID), nil, nil)
+	e.Eventually(5*time.Second, "the controller without a reserved IP", func() bool {
+		return node(t, e, c.ID, fmt.Sprintf("c%d-ctl", c.ID)).Network.ReservedIP == ""
+	})
+}
+
+func TestDrainsAreReleasedEvenWhenResumeFailsAtFirst(t *testing.T) {
+	e := testenv.New(t, testenv.Options{Reconcile: reconcile.Options{BootTimeout: 300 * time.Millisecond}})
+	c := e.NewCluster(e.Owner, "resumefail", 2)
+	w1 := worker(c.ID, 1)
+	e.Sim.NeverReturn(ref(c.ID, w1))
+	e.Sim.FailNext(ref(c.ID, w1), sim.OpResume, 2)
+	a := e.ActOK(e.Owner, c.ID, map[string]any{"action": "restart_workers", "max_unavailable": 1})
+	if a.Status != "failed" {
+		t.Fatalf("action: %+v", a)
+	}
+	if n := node(t, e, c.ID, w1); n.DrainReason != "" {
+		t.Errorf("%s left drained (%q) after the action ended", w1, n.DrainReason)
+	}
+}
+
+func TestNetworkActionBesideAScale(t *testing.T) {
+	e := testenv.New(t, testenv.Options{OpLatency: 20 * time.Millisecond})
+	c := e.NewCluster(e.Owner, "beside", 1)
+	g := e.AddGroup(e.Owner, "extra", 8080)
+	r := e.Must(http.StatusOK, e.Owner, "PUT", testenv.ClusterPath(c.ID), nil, map[string]any{"action": "scale_cluster", "additional_nodes": 2})
+	var scaleID int64
+	fmt.Sscan(r.Header.Get("Trainyard-Action-Id"), &scaleID)
+	a := e.ActOK(e.Owner, c.ID, map[string]any{"action": "add_security_group", "security_groups_ids": []int64{g}})
+	if a.Status != "succeeded" {
+		t.Fatalf("add_security_group beside a scale: %+v", a)
+	}
+	if s := e.WaitAction(e.Owner, c.ID, scaleID); s.Status != "succeeded" {
+		t.Fatalf("scale: %+v", s)
+	}
+	e.Eventually(5*time.Second, "every node with both groups' rules", func() bool {
+		for _, n := range []string{fmt.Sprintf("c%d-ctl", c.ID), worker(c.ID, 1), worker(c.ID, 2), worker(c.ID, 3)} {
+			if len(node(t, e, c.ID, n).Network.Rules) != 2 {
+				return false
+			}
+		}
+		return true
+	})
+}

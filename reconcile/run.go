@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"time"
 
@@ -142,10 +143,8 @@ func (x *run) parallel(ctx context.Context, nodes []string, limit int, fn func(c
 // waitNode polls the backend until cond holds for node, timeout passes (0: none) or the action
 // is canceled. A failed observation never satisfies cond: unknown is not ready.
 func (x *run) waitNode(ctx context.Context, node string, timeout time.Duration, what string, cond func(trainyard.ObservedNode) bool) error {
-	var deadline time.Time
-	if timeout > 0 {
-		deadline = time.Now().Add(timeout)
-	}
+	start := time.Now()
+	var missingSince time.Time
 	last := "not observed"
 	for polls := 0; ; polls++ {
 		obs, err := x.r.backend.Observe(ctx, x.a.ClusterID)
@@ -162,7 +161,18 @@ func (x *run) waitNode(ctx context.Context, node string, timeout time.Duration, 
 		} else {
 			last = "observe failed: " + err.Error()
 		}
-		if !deadline.IsZero() && time.Now().After(deadline) {
+		// A node that is gone does not come back by waiting: even an untimed wait ends then.
+		if last == trainyard.NodeMissing {
+			if missingSince.IsZero() {
+				missingSince = time.Now()
+			}
+			if time.Since(missingSince) > x.r.opts.BootTimeout {
+				return fmt.Errorf("node %s disappeared while waiting for it to become %s", node, what)
+			}
+		} else {
+			missingSince = time.Time{}
+		}
+		if timeout > 0 && time.Since(start) > timeout {
 			return fmt.Errorf("node %s did not become %s within %s (last seen: %s)", node, what, timeout, last)
 		}
 		if polls%10 == 9 {
@@ -180,9 +190,9 @@ func booted(o trainyard.ObservedNode) bool {
 	return o.State != trainyard.NodeBooting && o.State != trainyard.NodeDown && o.State != trainyard.NodeMissing
 }
 
-// carryOut does the action's work.
-func (x *run) carryOut(ctx context.Context) error {
-	if err := x.r.db.Read(ctx, func(ctx context.Context, tx *store.Tx) error {
+// load reads the cluster and its nodes' roles.
+func (x *run) load(ctx context.Context) error {
+	return x.r.db.Read(ctx, func(ctx context.Context, tx *store.Tx) error {
 		var err error
 		if x.c, err = tx.Cluster(ctx, x.a.ClusterID); err != nil {
 			return err
@@ -196,7 +206,12 @@ func (x *run) carryOut(ctx context.Context) error {
 			}
 		}
 		return err
-	}); err != nil {
+	})
+}
+
+// carryOut does the action's work.
+func (x *run) carryOut(ctx context.Context) error {
+	if err := x.load(ctx); err != nil {
 		return err
 	}
 	if err := x.canceled(ctx); err != nil {
@@ -330,7 +345,21 @@ func (x *run) network(ctx context.Context) error {
 	if x.c.Status == trainyard.StatusDeleting || x.c.Status == trainyard.StatusDeleted {
 		return fmt.Errorf("cluster %d is being deleted", x.c.ID)
 	}
+	obs, err := x.r.backend.Observe(ctx, x.a.ClusterID)
+	if err != nil {
+		return err
+	}
+	exists := map[string]bool{}
+	for _, o := range obs {
+		exists[o.Name] = true
+	}
 	return x.parallel(ctx, x.a.Plan.Nodes(), x.r.opts.Concurrency, func(ctx context.Context, node string) error {
+		if !exists[node] {
+			// A node still being created (by a scale running beside this action) is created
+			// with the cluster's current network; there is nothing to change on it yet.
+			x.event(ctx, node, "not created yet: it gets the network when it joins")
+			return nil
+		}
 		spec, err := x.r.networkSpec(ctx, x.c, x.roles[node])
 		if err != nil {
 			return err
@@ -345,13 +374,32 @@ func (x *run) network(ctx context.Context) error {
 
 func (x *run) isController(node string) bool { return x.roles[node] == trainyard.RoleController }
 
-// finish records the action's outcome and what it means for the cluster, in one transaction.
+// finish does what the outcome entails (release drains, remove nodes that did not join, give
+// back keys), then records the outcome and the cluster's state in one transaction. Anything that
+// fails here is retried at the next pass: the outcome is already decided.
 func (x *run) finish(ctx context.Context, outcome, msg string) error {
-	if outcome != trainyard.ActionSucceeded && trainyard.Rolling(x.a.Type) {
-		x.releaseDrains(ctx)
+	failed := outcome != trainyard.ActionSucceeded
+	if failed && trainyard.Rolling(x.a.Type) {
+		if err := x.releaseDrains(ctx); err != nil {
+			return err
+		}
+	}
+	if failed && x.a.Type == trainyard.ActionUpdateSSHKeys && x.a.Params.Previous != nil {
+		// Nodes that took the new keys get the old ones back, so that every node has the same.
+		old := make([]string, 0, len(x.a.Params.Previous.SSHKeys))
+		for _, k := range x.a.Params.Previous.SSHKeys {
+			old = append(old, k.PublicKey)
+		}
+		for _, n := range x.a.Plan.Nodes() {
+			if x.succeeded(n) {
+				if err := x.r.backend.SetSSHKeys(ctx, x.ref(n), old); err != nil {
+					return fmt.Errorf("giving %s its previous keys back: %w", n, err)
+				}
+			}
+		}
 	}
 	var removed []string
-	if outcome != trainyard.ActionSucceeded && x.a.Type == trainyard.ActionScaleCluster {
+	if failed && x.a.Type == trainyard.ActionScaleCluster {
 		// A scale that did not finish leaves the cluster as it was: the nodes that did not join
 		// are removed, so that a retry starts clean.
 		for _, n := range x.a.Params.NewNodes {
@@ -369,7 +417,14 @@ func (x *run) finish(ctx context.Context, outcome, msg string) error {
 		if err != nil {
 			return err
 		}
+		nodes, err := tx.Nodes(ctx, c.ID)
+		if err != nil {
+			return err
+		}
 		for _, n := range removed {
+			if !slices.ContainsFunc(nodes, func(m trainyard.Node) bool { return m.Name == n }) {
+				continue // removed by an earlier try of this finish
+			}
 			if err := tx.DeleteNode(ctx, c.ID, n); err != nil {
 				return err
 			}
@@ -378,7 +433,13 @@ func (x *run) finish(ctx context.Context, outcome, msg string) error {
 				return err
 			}
 		}
-		if x.a.Type == trainyard.ActionDeleteCluster && outcome == trainyard.ActionSucceeded {
+		if err := settleNetwork(ctx, tx, c, x.a, failed); err != nil {
+			return err
+		}
+		if failed {
+			revert(c, x.a)
+		}
+		if x.a.Type == trainyard.ActionDeleteCluster && !failed {
 			// A deleted cluster lets go of what it used: its reserved IP returns to the
 			// project, its security groups may be deleted.
 			if c.ReservedIPID != 0 {
@@ -397,23 +458,56 @@ func (x *run) finish(ctx context.Context, outcome, msg string) error {
 	})
 }
 
+// settleNetwork moves a reserved IP's record to where the action left it: a detached address
+// becomes Available only once the controller let go of it; a failed attach frees it again.
+func settleNetwork(ctx context.Context, tx *store.Tx, c *trainyard.Cluster, a *trainyard.Action, failed bool) error {
+	switch {
+	case a.Type == trainyard.ActionDetachIP && !failed:
+		return tx.SetReservedIPAttachment(ctx, a.Params.ReservedIPID, 0)
+	case a.Type == trainyard.ActionAttachIP && failed && c.ReservedIPID == a.Params.ReservedIPID:
+		return tx.SetReservedIPAttachment(ctx, a.Params.ReservedIPID, 0)
+	}
+	return nil
+}
+
+// revert gives the cluster back the desired state an action that did not succeed replaced, so
+// that the cluster says what was asked and done, not what was asked and abandoned. A network
+// change gets a new generation: the nodes converge to the restored network.
+func revert(c *trainyard.Cluster, a *trainyard.Action) {
+	prev := a.Params.Previous
+	if prev == nil {
+		return
+	}
+	switch a.Type {
+	case trainyard.ActionUpdateImage:
+		c.ImageVersionID = prev.ImageVersionID
+	case trainyard.ActionUpdateSSHKeys:
+		c.SSHKeys = prev.SSHKeys
+	case trainyard.ActionAttachIP, trainyard.ActionDetachIP:
+		c.ReservedIPID = prev.ReservedIPID
+		c.NetworkGen++
+	case trainyard.ActionAddSecurityGroup, trainyard.ActionRemoveSecurityGroup:
+		c.SecurityGroupIDs = prev.SecurityGroupIDs
+		c.NetworkGen++
+	}
+}
+
 // releaseDrains resumes every worker this action drained; others' drains stay.
-func (x *run) releaseDrains(ctx context.Context) {
+func (x *run) releaseDrains(ctx context.Context) error {
 	reason := x.drainReason()
 	obs, err := x.r.backend.Observe(ctx, x.a.ClusterID)
 	if err != nil {
-		x.log.Error("reconcile: observe to release drains", "err", err)
-		return
+		return fmt.Errorf("observing the cluster to release drains: %w", err)
 	}
 	for _, o := range obs {
 		if o.Role == trainyard.RoleWorker && o.DrainReason == reason {
 			if err := x.r.backend.Resume(ctx, x.ref(o.Name), reason); err != nil {
-				x.log.Error("reconcile: release drain", "node", o.Name, "err", err)
-				continue
+				return fmt.Errorf("releasing the drain of %s: %w", o.Name, err)
 			}
 			x.event(ctx, o.Name, "drain released")
 		}
 	}
+	return nil
 }
 
 func (x *run) drainReason() string {

@@ -544,6 +544,8 @@ func (s *Service) plan(ctx context.Context, tx *store.Tx, sc trainyard.Scope, c 
 		}
 	}
 	all := append([]string{controller}, workers...)
+	a.Params.Previous = &trainyard.PreviousState{ImageVersionID: c.ImageVersionID, SSHKeys: slices.Clone(c.SSHKeys),
+		SecurityGroupIDs: slices.Clone(c.SecurityGroupIDs), ReservedIPID: c.ReservedIPID}
 	rollingPlan := func() error {
 		maxU, err := trainyard.ResolveMaxUnavailable(req.MaxUnavailable, len(workers))
 		if err != nil {
@@ -637,10 +639,12 @@ func (s *Service) plan(ctx context.Context, tx *store.Tx, sc trainyard.Scope, c 
 		}
 		if req.Action == trainyard.ActionAttachIP {
 			c.ReservedIPID, ip.Status, ip.ClusterID = ip.ID, trainyard.IPAttached, c.ID
+			res.ReservedIP = &ip
 		} else {
-			c.ReservedIPID, ip.Status, ip.ClusterID = 0, trainyard.IPAvailable, 0
+			// The address stays Attached to the cluster until the controller has let go of
+			// it (the action succeeded), so it cannot be handed to anyone else before.
+			c.ReservedIPID = 0
 		}
-		res.ReservedIP = &ip
 		c.NetworkGen++
 		a.Params.ReservedIPID, a.Params.NetworkGen = ip.ID, c.NetworkGen
 		a.Plan.Batches = [][]string{{controller}}
@@ -724,9 +728,9 @@ func (s *Service) Action(ctx context.Context, sc trainyard.Scope, clusterID, act
 	return a, err
 }
 
-// CancelAction asks an action to stop. A queued action is canceled at once; a running one stops
-// at its next safe point (between node steps), releasing its drains. Canceling a finished action
-// is a conflict.
+// CancelAction asks an action to stop. The reconciler ends a queued action as canceled when it
+// takes it up, and stops a running one at its next safe point (between node steps), releasing
+// its drains and restoring what it replaced. Canceling a finished action is a conflict.
 func (s *Service) CancelAction(ctx context.Context, sc trainyard.Scope, clusterID, actionID int64) (*trainyard.Action, error) {
 	if err := mustMutate(sc.Caller); err != nil {
 		return nil, err

@@ -34,7 +34,7 @@ func (tx *Tx) CreateAction(ctx context.Context, a *trainyard.Action) error {
 }
 
 const actionSelect = `SELECT a.id, a.cluster_id, a.account_id, a.type, a.status, a.params, a.plan, a.active_iam, a.error,
-  a.cancel_requested, a.created_at, a.started_at, a.finished_at, u.id, u.name, u.email
+  a.outcome, a.cancel_requested, a.created_at, a.started_at, a.finished_at, u.id, u.name, u.email
   FROM actions a JOIN users u ON u.id = a.requested_by`
 
 func scanAction(sc interface{ Scan(...any) error }) (*trainyard.Action, error) {
@@ -43,7 +43,7 @@ func scanAction(sc interface{ Scan(...any) error }) (*trainyard.Action, error) {
 	var cancel int
 	var started, finished sql.NullString
 	err := sc.Scan(&a.ID, &a.ClusterID, &a.AccountID, &a.Type, &a.Status, &params, &plan, &a.ActiveIAM, &a.Error,
-		&cancel, &created, &started, &finished, &a.RequestedBy.ID, &a.RequestedBy.Name, &a.RequestedBy.Email)
+		&a.Outcome, &cancel, &created, &started, &finished, &a.RequestedBy.ID, &a.RequestedBy.Name, &a.RequestedBy.Email)
 	if err != nil {
 		return nil, err
 	}
@@ -189,6 +189,12 @@ func (tx *Tx) FinishAction(ctx context.Context, id int64, status, errMsg string)
 		msg += ": " + errMsg
 	}
 	return tx.AddEvent(ctx, id, "", msg)
+}
+
+// DecideOutcome records how the action's work ended, before what that outcome entails is done.
+func (tx *Tx) DecideOutcome(ctx context.Context, id int64, outcome, errMsg string) error {
+	_, err := tx.exec(ctx, `UPDATE actions SET outcome = ?, error = ? WHERE id = ? AND outcome = ''`, outcome, errMsg, id)
+	return err
 }
 
 // RequestCancel flags an action to stop at its next safe point.

@@ -132,6 +132,9 @@ CREATE TABLE actions (
   requested_by BIGINT NOT NULL REFERENCES users(id),
   active_iam BIGINT NOT NULL,
   error TEXT NOT NULL DEFAULT '',
+  -- Decided when the work ends, before compensation (releasing drains, removing nodes): a
+  -- restart then finishes the action with this outcome instead of doing the work again.
+  outcome TEXT NOT NULL DEFAULT '',
   cancel_requested INTEGER NOT NULL DEFAULT 0,
   created_at TEXT NOT NULL,
   started_at TEXT,

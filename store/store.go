@@ -29,7 +29,8 @@ var schemaV1 string
 
 // DB is an open store.
 type DB struct {
-	db *sql.DB
+	db   *sql.DB // writes (and reads inside a write)
+	read *sql.DB // reads: they never take SQLite's write lock, so they do not queue behind writes
 }
 
 // Tx is a transaction of the store; its methods are the store's operations.
@@ -61,14 +62,22 @@ func OpenSQLite(dir string) (*DB, error) {
 		sqldb.Close()
 		return nil, fmt.Errorf("store: migrate %s: %w", path, err)
 	}
+	readDSN := "file:" + path + "?_pragma=busy_timeout(10000)&_pragma=foreign_keys(1)&_pragma=query_only(1)"
+	if db.read, err = sql.Open("sqlite", readDSN); err != nil {
+		sqldb.Close()
+		return nil, err
+	}
 	return db, nil
 }
 
 // Close closes the store.
-func (db *DB) Close() error { return db.db.Close() }
+func (db *DB) Close() error {
+	db.read.Close()
+	return db.db.Close()
+}
 
 // Ping checks that the database answers.
-func (db *DB) Ping(ctx context.Context) error { return db.db.PingContext(ctx) }
+func (db *DB) Ping(ctx context.Context) error { return db.read.PingContext(ctx) }
 
 var migrations = []string{schemaV1}
 
@@ -146,10 +155,18 @@ func (db *DB) Write(ctx context.Context, fn func(ctx context.Context, tx *Tx) er
 	return wrapDBError(sqltx.Commit())
 }
 
-// Read runs fn in a transaction for reading; it is Write under another name, kept so that call
-// sites say what they mean (and a later store may serve reads from replicas).
+// Read runs fn in a read-only transaction: a consistent snapshot that does not wait for writers.
+// Inside a Write it joins the write, and so sees what the write changed.
 func (db *DB) Read(ctx context.Context, fn func(ctx context.Context, tx *Tx) error) error {
-	return db.Write(ctx, fn)
+	if tx, ok := ctx.Value(txKey{}).(*Tx); ok {
+		return fn(ctx, tx)
+	}
+	sqltx, err := db.read.BeginTx(ctx, nil)
+	if err != nil {
+		return wrapDBError(err)
+	}
+	defer sqltx.Rollback()
+	return fn(ctx, &Tx{tx: sqltx, now: time.Now().UTC()})
 }
 
 func wrapDBError(err error) error {
@@ -162,6 +179,9 @@ func wrapDBError(err error) error {
 	}
 	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
 		return err
+	}
+	if msg := err.Error(); strings.Contains(msg, "SQLITE_BUSY") || strings.Contains(msg, "database is locked") {
+		return trainyard.Errorf(trainyard.EUNAVAILABLE, "the store is busy; retry the request")
 	}
 	return fmt.Errorf("store: %w", err)
 }

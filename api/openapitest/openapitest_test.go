@@ -237,17 +237,22 @@ type clusterView struct {
 	Status        string  `json:"status"`
 	NoOfNodes     int     `json:"no_of_nodes"`
 	CurrentAction *idOnly `json:"current_action"`
-	ReservedIP    *idOnly `json:"reserved_ip"`
+	LastAction    *struct {
+		Status string `json:"status"`
+	} `json:"last_action"`
+	ReservedIP *idOnly `json:"reserved_ip"`
 }
 
-// settle waits until the cluster is Running with no action in progress.
+// settle waits until the cluster is Running and its newest action (network actions included)
+// has ended.
 func (h *harness) settle(id int64) clusterView {
 	h.t.Helper()
 	deadline := time.Now().Add(20 * time.Second)
 	for {
 		_, e := h.expect(200, http.MethodGet, fmt.Sprintf("/distributed_jobs_v2/cluster/%d/", id), h.scope(), nil)
 		c := decode[clusterView](h.t, e.Data)
-		if c.Status == "Running" && c.CurrentAction == nil {
+		if c.Status == "Running" && c.CurrentAction == nil && (c.LastAction == nil ||
+			c.LastAction.Status != "queued" && c.LastAction.Status != "running") {
 			return c
 		}
 		if c.Status == "Failed" || time.Now().After(deadline) {
@@ -503,6 +508,8 @@ func TestServerAnswersMatchDocument(t *testing.T) {
 	if string(e.Data) != "{}" {
 		t.Errorf("detach_ip answered %s", e.Data)
 	}
+	// The address stays attached until the controller has let go of it.
+	h.settle(cluster.ID)
 	h.expect(200, http.MethodDelete, fmt.Sprintf("/reserved_ips/%d/", ip), h.scope(), nil)
 	h.expect(404, http.MethodDelete, fmt.Sprintf("/reserved_ips/%d/", ip), h.scope(), nil)
 
