@@ -95,3 +95,9 @@ type Backend interface {
 	// RequeueJobs puts the jobs running on a worker back in the queue.
 	RequeueJobs(ctx context.Context, n NodeRef) error
 }
+
+// LogSource is implemented by backends that keep the logs of nodes' daemons.
+type LogSource interface {
+	// Logs returns the last lines of a daemon's log on a node (lines <= 0: all of it).
+	Logs(ctx context.Context, n NodeRef, daemon string, lines int) (string, error)
+}

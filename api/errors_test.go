@@ -374,7 +374,7 @@ func TestReservedIPRelease(t *testing.T) {
 	}
 	r := e.Must(http.StatusOK, e.Owner, "POST", "/reserved_ips/", nil, nil)
 	r.Into(t, &ip)
-	if !strings.Contains(r.Message, ip.IPAddress) || !strings.HasPrefix(ip.IPAddress, "203.0.113.") {
+	if !strings.Contains(r.Message, ip.IPAddress) || !strings.HasPrefix(ip.IPAddress, "198.51.100.") {
 		t.Errorf("reserve answered %s", r.Raw)
 	}
 	e.ActOK(e.Owner, c.ID, map[string]any{"action": "attach_ip", "reserved_ip_id": ip.ID})

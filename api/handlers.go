@@ -27,6 +27,7 @@ func (s *Server) table() []route {
 		{pattern: b + "/distributed_jobs_v2/cluster/{id}/actions/{action_id}/{$}", methods: map[string]handler{http.MethodGet: s.getAction}},
 		{pattern: b + "/distributed_jobs_v2/cluster/{id}/actions/{action_id}/cancel/{$}", methods: map[string]handler{http.MethodPost: s.cancelAction}},
 		{pattern: b + "/distributed_jobs_v2/cluster/{id}/nodes/{$}", methods: map[string]handler{http.MethodGet: s.listNodes}},
+		{pattern: b + "/distributed_jobs_v2/cluster/{id}/nodes/{node}/logs/{$}", methods: map[string]handler{http.MethodGet: s.nodeLogs}},
 		{pattern: b + "/ssh_keys/{$}", methods: map[string]handler{http.MethodGet: s.listSSHKeys, http.MethodPost: s.createSSHKey}},
 		{pattern: b + "/ssh_keys/{id}/{$}", methods: map[string]handler{http.MethodDelete: s.deleteSSHKey}},
 		{pattern: b + "/gpu_service/image/{$}", methods: map[string]handler{http.MethodGet: s.listImages}},
@@ -280,6 +281,33 @@ func (s *Server) listNodes(r *request) (*response, error) {
 	}
 	out := renderNodes(nodes, obs)
 	return list("Success", out, len(out), pageAll(len(out))), nil
+}
+
+func (s *Server) nodeLogs(r *request) (*response, error) {
+	sc, id, err := s.clusterScope(r)
+	if err != nil {
+		return nil, err
+	}
+	var p trainyard.Problems
+	daemon := r.URL.Query().Get("daemon")
+	if daemon == "" {
+		p.Add("daemon", "is required: slurmctld, slurmd, sshd, munged or lifecycle")
+	}
+	lines := queryInt(r, "lines", false, &p)
+	if lines == 0 {
+		lines = 200
+	}
+	if lines > 10000 {
+		p.Add("lines", "must be at most 10000")
+	}
+	if err := p.Err(); err != nil {
+		return nil, err
+	}
+	out, err := s.svc.NodeLogs(r.Context(), sc, id, r.PathValue("node"), daemon, int(lines))
+	if err != nil {
+		return nil, err
+	}
+	return ok(http.StatusOK, "Success", out), nil
 }
 
 func pageAll(n int) store.Page { return store.Page{No: 1, PerPage: max(n, 1)} }

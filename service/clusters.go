@@ -782,3 +782,32 @@ func (s *Service) Nodes(ctx context.Context, sc trainyard.Scope, clusterID int64
 	}
 	return nodes, obs, nil
 }
+
+// NodeLogs returns the last lines of a daemon's log on a node of the cluster.
+func (s *Service) NodeLogs(ctx context.Context, sc trainyard.Scope, clusterID int64, node, daemon string, lines int) (string, error) {
+	var known bool
+	err := s.DB.Read(ctx, func(ctx context.Context, tx *store.Tx) error {
+		c, err := clusterInScope(ctx, tx, sc, clusterID)
+		if err != nil {
+			return err
+		}
+		nodes, err := tx.Nodes(ctx, c.ID)
+		known = slices.ContainsFunc(nodes, func(n trainyard.Node) bool { return n.Name == node })
+		return err
+	})
+	if err != nil {
+		return "", err
+	}
+	if !known {
+		return "", trainyard.Errorf(trainyard.ENOTFOUND, "no node %q in cluster %d", node, clusterID)
+	}
+	src, ok := s.Backend.(trainyard.LogSource)
+	if !ok {
+		return "", trainyard.Errorf(trainyard.EINVALID, "the %s backend keeps no daemon logs", s.Backend.Name())
+	}
+	out, err := src.Logs(ctx, trainyard.NodeRef{ClusterID: clusterID, Name: node}, daemon, lines)
+	if err != nil {
+		return "", trainyard.FieldError("daemon", "%v", err)
+	}
+	return out, nil
+}

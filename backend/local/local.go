@@ -127,6 +127,9 @@ func New(ctx context.Context, opts Options) (*Backend, error) {
 	if err := b.checkRoutes(ctx, ranges); err != nil {
 		return nil, err
 	}
+	if err := checkNameservers(ranges); err != nil {
+		return nil, err
+	}
 	for _, r := range ranges {
 		if _, err := b.run(ctx, "ip", "route", "replace", "unreachable", r.String(), "proto", routeProto); err != nil {
 			return nil, err
@@ -183,6 +186,32 @@ func (b *Backend) checkRoutes(ctx context.Context, ranges []netip.Prefix) error 
 		for _, r := range ranges {
 			if p.Overlaps(r) {
 				return fmt.Errorf("local: %s overlaps the machine's route to %s (dev %s): choose a range no route covers", r, rt.Dst, rt.Dev)
+			}
+		}
+	}
+	return nil
+}
+
+// checkNameservers refuses ranges that hold a nameserver of this machine: routing them locally
+// would cut the machine off from its resolver (a route check cannot see this: the resolver is
+// reached through the default route).
+func checkNameservers(ranges []netip.Prefix) error {
+	b, err := os.ReadFile("/etc/resolv.conf")
+	if err != nil {
+		return nil
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 2 || f[0] != "nameserver" {
+			continue
+		}
+		a, err := netip.ParseAddr(f[1])
+		if err != nil {
+			continue
+		}
+		for _, r := range ranges {
+			if r.Contains(a) {
+				return fmt.Errorf("local: %s holds this machine's nameserver %s: choose another range", r, a)
 			}
 		}
 	}
@@ -381,4 +410,15 @@ func processesInNetns(ns string) []int {
 	}
 	sort.Ints(out)
 	return out
+}
+
+// Teardown removes the routes New added for the node range and the pools. Clusters must be
+// deleted first; a running trainyard keeps the routes.
+func (b *Backend) Teardown(ctx context.Context) error {
+	for _, r := range append([]netip.Prefix{b.opts.NodeRange}, b.opts.IPPools...) {
+		if _, err := b.run(ctx, "ip", "route", "del", "unreachable", r.String(), "proto", routeProto); err != nil {
+			return err
+		}
+	}
+	return nil
 }

@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/trainyard/trainyard"
 	"github.com/trainyard/trainyard/api"
 	"github.com/trainyard/trainyard/api/openapitest"
 	"github.com/trainyard/trainyard/backend/sim"
@@ -33,6 +34,8 @@ type Options struct {
 	Config    *config.Config    // default: config.Default()
 	NoRun     bool              // do not start the reconciler
 	NoOpenAPI bool              // do not check answers against the OpenAPI document
+	Backend   trainyard.Backend // default: a sim backend (then Env.Sim is set)
+	DataDir   string            // the store's directory (default: a new temporary one); reuse it to restart
 }
 
 // Env is a running trainyard.
@@ -40,7 +43,7 @@ type Env struct {
 	T      testing.TB
 	Dir    string
 	DB     *store.DB
-	Sim    *sim.Backend
+	Sim    *sim.Backend // nil when Options.Backend was given
 	Rec    *reconcile.Reconciler
 	Svc    *service.Service
 	Cfg    *config.Config
@@ -84,16 +87,23 @@ func New(t testing.TB, opts Options) *Env {
 	if cfg == nil {
 		cfg = config.Default()
 	}
-	dir := t.TempDir()
+	dir := opts.DataDir
+	if dir == "" {
+		dir = t.TempDir()
+	}
 	db, err := store.OpenSQLite(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err := sim.New(sim.Options{OpLatency: opts.OpLatency})
-	if err != nil {
-		t.Fatal(err)
+	var b trainyard.Backend = opts.Backend
+	var simb *sim.Backend
+	if b == nil {
+		if simb, err = sim.New(sim.Options{OpLatency: opts.OpLatency}); err != nil {
+			t.Fatal(err)
+		}
+		b = simb
 	}
-	e := &Env{T: t, Dir: dir, DB: db, Sim: b, Cfg: cfg, done: make(chan struct{})}
+	e := &Env{T: t, Dir: dir, DB: db, Sim: simb, Cfg: cfg, done: make(chan struct{})}
 	e.Rec = reconcile.New(db, b, cfg, nil, ro)
 	e.Svc = &service.Service{DB: db, Config: cfg, Backend: b, Observer: e.Rec, Wake: e.Rec.Wake}
 	e.Server = httptest.NewServer(api.New(e.Svc, nil, nil).Handler())
