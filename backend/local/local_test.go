@@ -163,11 +163,15 @@ func (r *realEnv) addKey(t *testing.T, label, pub string) int64 {
 	return k.PK
 }
 
-func (r *realEnv) createCluster(t *testing.T, name string, workers int, keyID int64) testenv.Cluster {
+func (r *realEnv) createCluster(t *testing.T, name string, workers int, keyID int64, extra map[string]any) testenv.Cluster {
 	t.Helper()
 	g := r.AddGroup(r.Owner, name+"-ssh", 22)
 	var c testenv.Cluster
-	r.Must(http.StatusCreated, r.Owner, "POST", "/distributed_jobs_v2/cluster/", nil, testenv.ClusterBody(name, workers, keyID, g)).Into(t, &c)
+	body := testenv.ClusterBody(name, workers, keyID, g)
+	for k, v := range extra {
+		body[k] = v
+	}
+	r.Must(http.StatusCreated, r.Owner, "POST", "/distributed_jobs_v2/cluster/", nil, body).Into(t, &c)
 	deadline := time.Now().Add(3 * time.Minute)
 	for {
 		c = r.GetCluster(r.Owner, c.ID)
@@ -306,9 +310,15 @@ func TestEveryActionOnRealNodes(t *testing.T) {
 	id2 := r.addKey(t, "k2", pub2)
 
 	// create: Running only once every worker is idle; ssh and srun work.
-	c := r.createCluster(t, "real", 2, id1)
+	script := fmt.Sprintf("#!/bin/sh\nhostname > %s/lifecycle-$(hostname)\n", r.Dir)
+	c := r.createCluster(t, "real", 2, id1, map[string]any{"script_added": true, "lifecycle_script": script})
 	ns := r.nodes(t, c.ID)
 	ctl := controllerOf(ns).Address
+	for name := range ns {
+		if got, err := os.ReadFile(filepath.Join(r.Dir, "lifecycle-"+name)); err != nil || strings.TrimSpace(string(got)) != name {
+			t.Errorf("the lifecycle script did not run on %s: %v %q", name, err, got)
+		}
+	}
 	out := mustSSH(t, k1, ctl, "sinfo -h -N -o '%N %t'")
 	for _, w := range workersOf(ns) {
 		if !strings.Contains(out, w.Name+" idle") {
@@ -360,7 +370,37 @@ func TestEveryActionOnRealNodes(t *testing.T) {
 	// update_image, drain=wait: every node on the new version, a running job finishes, jobs read the marker.
 	job = submit(t, k2, ctl, "-N1 --wrap 'sleep 5'")
 	waitJob(t, k2, ctl, job, "RUNNING")
-	r.act(t, c.ID, map[string]any{"action": "update_image", "image_version_id": 2, "drain": "wait", "max_unavailable": 1})
+	// The workers roll first under the same slurmctld, which restarts only in its own, last batch:
+	// while the controller's step has not started, slurmctld is the process it was.
+	ctlBoot := controllerOf(r.nodes(t, c.ID)).BootID
+	resp := r.Must(http.StatusOK, r.Owner, "PUT", testenv.ClusterPath(c.ID), nil,
+		map[string]any{"action": "update_image", "image_version_id": 2, "drain": "wait", "max_unavailable": 1})
+	var imageAction int64
+	fmt.Sscan(resp.Header.Get("Trainyard-Action-Id"), &imageAction)
+	for polls := 0; ; polls++ {
+		boot := controllerOf(r.nodes(t, c.ID)).BootID // read before the step's status: see below
+		a := r.GetAction(r.Owner, c.ID, imageAction)
+		ctlStep := ""
+		for _, st := range a.Steps {
+			if st.Node == controllerOf(ns).Name {
+				ctlStep = st.Status
+			}
+		}
+		if ctlStep != "pending" {
+			if polls == 0 {
+				t.Log("the workers rolled before the first look")
+			}
+			break
+		}
+		if boot != ctlBoot {
+			t.Errorf("slurmctld changed (%s -> %s) while only workers were rolling", ctlBoot, boot)
+			break
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if a := r.WaitAction(r.Owner, c.ID, imageAction); a.Status != "succeeded" {
+		t.Fatalf("update_image: %+v", a)
+	}
 	for _, n := range r.nodes(t, c.ID) {
 		if n.ImageVersion != "v2-slurm22.05-debian12" {
 			t.Errorf("%s runs %q after update_image", n.Name, n.ImageVersion)
@@ -521,7 +561,7 @@ func (r *realEnv) deleteAndCheckClean(t *testing.T, id int64) {
 func TestRestartReadoptsRunningClusters(t *testing.T) {
 	first := newRealEnv(t, "", "", false)
 	key, pub := keyPair(t, "k")
-	c := first.createCluster(t, "readopt", 2, first.addKey(t, "k", pub))
+	c := first.createCluster(t, "readopt", 2, first.addKey(t, "k", pub), nil)
 	ctl := controllerOf(first.nodes(t, c.ID)).Address
 	job := submit(t, key, ctl, "-N1 --wrap 'sleep 4'")
 	waitJob(t, key, ctl, job, "RUNNING")
@@ -584,4 +624,32 @@ func inCluster(pid string, clusterID int64) bool {
 		}
 	}
 	return false
+}
+
+// TestRangesThatWouldLeaveTheMachineAreRefused: a node range or pool that overlaps a route of the
+// machine, or holds its nameserver, is refused before anything is changed.
+func TestRangesThatWouldLeaveTheMachineAreRefused(t *testing.T) {
+	requireLocal(t)
+	ctx := context.Background()
+	out, err := exec.Command("ip", "-j", "-4", "route", "show").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := regexp.MustCompile(`"dst":"(\d+\.\d+\.\d+\.\d+/\d+)"`).FindStringSubmatch(string(out))
+	if m == nil {
+		t.Skip("this machine has no route but the default one to overlap")
+	}
+	own := netip.MustParsePrefix(m[1])
+	wide := netip.PrefixFrom(own.Addr(), 16).Masked()
+	dir := t.TempDir()
+	if _, err := local.New(ctx, local.Options{Dir: dir, NodeRange: wide, Tag: tag}); err == nil || !strings.Contains(err.Error(), "overlaps") {
+		t.Errorf("node range %s over the machine's %s: %v", wide, own, err)
+	}
+	if _, err := local.New(ctx, local.Options{Dir: dir, NodeRange: nodeRange, IPPools: []netip.Prefix{own}, Tag: tag}); err == nil {
+		t.Errorf("pool %s, the machine's own network, was accepted", own)
+	}
+	routes, _ := exec.Command("ip", "route", "show", "proto", "77").Output()
+	if strings.Contains(string(routes), wide.String()) || strings.Contains(string(routes), own.String()) {
+		t.Errorf("a refused range was routed: %s", routes)
+	}
 }

@@ -182,6 +182,8 @@ func serve(args []string, stderr io.Writer) error {
 		if err != nil {
 			return err
 		}
+		log.Info("using the local backend: clusters are real Slurm daemons and sshd in network namespaces on this machine",
+			"dir", *localDir, "node_subnet", subnet.String())
 		backend = b
 	case "sim":
 		b, err := sim.New(sim.Options{OpLatency: *simLatency, StatePath: filepath.Join(*data, "sim-nodes.json")})
