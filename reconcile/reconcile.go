@@ -6,6 +6,10 @@
 // Run simply reads the store again and continues every open action where it stopped; a step
 // that was running is run again, which the backend turns into a no-op if it had taken effect.
 //
+// Several replicas may run reconcilers on one store: a replica drives a cluster only while it
+// holds the cluster's lease (renewed every third of its TTL), and work under a lost lease stops,
+// so a replica that dies has its work resumed by another within the lease's TTL.
+//
 // Rolling actions never take a worker out of service when that would make more than
 // max_unavailable workers unavailable, counting workers that are down or drained for any reason;
 // drains they set carry the reason prefix DrainPrefix and are released when the action ends,
@@ -14,9 +18,12 @@ package reconcile
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"sync"
 	"time"
 
@@ -35,6 +42,8 @@ type Options struct {
 	BootTimeout    time.Duration // how long a node may take to come back after an operation (5m)
 	BlockedTimeout time.Duration // how long a rolling action waits for room under max_unavailable (10m)
 	Concurrency    int           // node operations at once outside rolling batches (8)
+	Replica        string        // this replica's name in leases (host-pid-random)
+	LeaseTTL       time.Duration // how long a lease lasts unrenewed (15s); renewed every third of it
 }
 
 func (o *Options) defaults() {
@@ -53,6 +62,15 @@ func (o *Options) defaults() {
 	if o.Concurrency <= 0 {
 		o.Concurrency = 8
 	}
+	if o.Replica == "" {
+		host, _ := os.Hostname()
+		b := make([]byte, 3)
+		rand.Read(b)
+		o.Replica = fmt.Sprintf("%s-%d-%s", host, os.Getpid(), hex.EncodeToString(b))
+	}
+	if o.LeaseTTL <= 0 {
+		o.LeaseTTL = 15 * time.Second
+	}
 }
 
 // Reconciler drives clusters towards their desired state.
@@ -68,7 +86,17 @@ type Reconciler struct {
 	running    map[int64]bool // actions being executed
 	netBusy    map[int64]bool // clusters whose network is being changed
 	observed   map[int64][]trainyard.ObservedNode
+	leases     map[int64]*lease
 	executions sync.WaitGroup
+}
+
+// lease is this replica's hold on a cluster: work on the cluster runs under ctx, which ends
+// when the lease is lost.
+type lease struct {
+	ctx     context.Context
+	cancel  context.CancelFunc
+	expires time.Time // by this replica's clock, from before the write that renewed it
+	users   int
 }
 
 // New returns a reconciler; call Run to start it.
@@ -81,6 +109,109 @@ func New(db *store.DB, backend trainyard.Backend, cfg *config.Config, log *slog.
 		db: db, backend: backend, cfg: cfg, log: log, opts: opts,
 		wake:    make(chan struct{}, 1),
 		running: map[int64]bool{}, netBusy: map[int64]bool{}, observed: map[int64][]trainyard.ObservedNode{},
+		leases: map[int64]*lease{},
+	}
+}
+
+// Replica is this reconciler's name in leases.
+func (r *Reconciler) Replica() string { return r.opts.Replica }
+
+// hold takes (or shares) this replica's lease on a cluster; ok is false when another replica
+// holds it. Work done under the returned context stops when the lease is lost.
+func (r *Reconciler) hold(ctx context.Context, clusterID int64) (context.Context, bool) {
+	r.mu.Lock()
+	if l, ok := r.leases[clusterID]; ok && time.Now().Before(l.expires) {
+		l.users++
+		r.mu.Unlock()
+		return l.ctx, true
+	}
+	r.mu.Unlock()
+	start := time.Now()
+	var got bool
+	err := r.db.Write(ctx, func(ctx context.Context, tx *store.Tx) error {
+		var err error
+		got, err = tx.AcquireLease(ctx, clusterID, r.opts.Replica, r.opts.LeaseTTL)
+		return err
+	})
+	if err != nil || !got {
+		return nil, false
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	l, ok := r.leases[clusterID]
+	if !ok {
+		lctx, cancel := context.WithCancel(ctx)
+		l = &lease{ctx: lctx, cancel: cancel}
+		r.leases[clusterID] = l
+	}
+	l.expires = start.Add(r.opts.LeaseTTL)
+	l.users++
+	return l.ctx, true
+}
+
+// unhold ends one use of a lease; the last use gives the lease up.
+func (r *Reconciler) unhold(clusterID int64) {
+	r.mu.Lock()
+	l, ok := r.leases[clusterID]
+	if !ok {
+		r.mu.Unlock()
+		return
+	}
+	l.users--
+	last := l.users <= 0
+	if last {
+		delete(r.leases, clusterID)
+	}
+	r.mu.Unlock()
+	if last {
+		l.cancel()
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		r.db.Write(ctx, func(ctx context.Context, tx *store.Tx) error {
+			return tx.ReleaseLease(ctx, clusterID, r.opts.Replica)
+		})
+	}
+}
+
+// renewLeases keeps this replica's leases until ctx ends. A lease that cannot be renewed before
+// it expires (another replica took it, or the store is unreachable) is dropped, which stops the
+// work under it: two replicas never drive one cluster at once.
+func (r *Reconciler) renewLeases(ctx context.Context) {
+	t := time.NewTicker(r.opts.LeaseTTL / 3)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		r.mu.Lock()
+		ids := make([]int64, 0, len(r.leases))
+		for id := range r.leases {
+			ids = append(ids, id)
+		}
+		r.mu.Unlock()
+		for _, id := range ids {
+			start := time.Now()
+			var got bool
+			err := r.db.Write(ctx, func(ctx context.Context, tx *store.Tx) error {
+				var err error
+				got, err = tx.AcquireLease(ctx, id, r.opts.Replica, r.opts.LeaseTTL)
+				return err
+			})
+			r.mu.Lock()
+			l, ok := r.leases[id]
+			switch {
+			case !ok:
+			case err == nil && got:
+				l.expires = start.Add(r.opts.LeaseTTL)
+			case err == nil || time.Now().Add(r.opts.LeaseTTL/3).After(l.expires):
+				r.log.Warn("reconcile: lease lost; stopping work on the cluster", "cluster", id, "err", err)
+				l.cancel()
+				delete(r.leases, id)
+			}
+			r.mu.Unlock()
+		}
 	}
 }
 
@@ -104,6 +235,8 @@ func (r *Reconciler) Observed(clusterID int64) []trainyard.ObservedNode {
 func (r *Reconciler) Run(ctx context.Context) {
 	t := time.NewTicker(r.opts.ResyncInterval)
 	defer t.Stop()
+	r.executions.Add(1)
+	go func() { defer r.executions.Done(); r.renewLeases(ctx) }()
 	for {
 		r.pass(ctx)
 		select {
@@ -165,10 +298,22 @@ func (r *Reconciler) start(ctx context.Context, a *trainyard.Action, netLane int
 		r.netBusy[netLane] = true
 	}
 	r.mu.Unlock()
+	lctx, ok := r.hold(ctx, a.ClusterID)
+	if !ok {
+		// Another replica drives this cluster.
+		r.mu.Lock()
+		delete(r.running, a.ID)
+		if netLane != 0 {
+			delete(r.netBusy, netLane)
+		}
+		r.mu.Unlock()
+		return
+	}
 	r.executions.Add(1)
 	go func() {
 		defer r.executions.Done()
-		r.execute(ctx, a)
+		r.execute(lctx, a)
+		r.unhold(a.ClusterID)
 		r.mu.Lock()
 		delete(r.running, a.ID)
 		if netLane != 0 {
@@ -223,10 +368,19 @@ func (r *Reconciler) observe(ctx context.Context, clusterID int64, fixDrift bool
 	}
 	r.netBusy[clusterID] = true
 	r.mu.Unlock()
+	lctx, held := r.hold(ctx, clusterID)
+	if !held {
+		r.mu.Lock()
+		delete(r.netBusy, clusterID)
+		r.mu.Unlock()
+		return
+	}
 	r.executions.Add(1)
 	go func() {
 		defer r.executions.Done()
+		defer r.unhold(clusterID)
 		defer func() { r.mu.Lock(); delete(r.netBusy, clusterID); r.mu.Unlock() }()
+		ctx := lctx
 		for _, n := range behind {
 			spec, err := r.networkSpec(ctx, c, n.Role)
 			if err == nil {

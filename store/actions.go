@@ -60,7 +60,7 @@ func scanAction(sc interface{ Scan(...any) error }) (*trainyard.Action, error) {
 
 // Action returns an action with its steps and events.
 func (tx *Tx) Action(ctx context.Context, id int64) (*trainyard.Action, error) {
-	a, err := scanAction(tx.tx.QueryRowContext(ctx, actionSelect+` WHERE a.id = ?`, id))
+	a, err := scanAction(tx.queryRow(ctx, actionSelect+` WHERE a.id = ?`, id))
 	if err != nil {
 		return nil, wrapDBError(err)
 	}
@@ -69,7 +69,7 @@ func (tx *Tx) Action(ctx context.Context, id int64) (*trainyard.Action, error) {
 
 // ActionOfCluster returns an action of the cluster; ok is false when the cluster has no such action.
 func (tx *Tx) ActionOfCluster(ctx context.Context, clusterID, id int64) (*trainyard.Action, bool, error) {
-	a, err := scanAction(tx.tx.QueryRowContext(ctx, actionSelect+` WHERE a.id = ? AND a.cluster_id = ?`, id, clusterID))
+	a, err := scanAction(tx.queryRow(ctx, actionSelect+` WHERE a.id = ? AND a.cluster_id = ?`, id, clusterID))
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, false, nil
 	}
@@ -80,7 +80,7 @@ func (tx *Tx) ActionOfCluster(ctx context.Context, clusterID, id int64) (*trainy
 }
 
 func (tx *Tx) loadActionDetails(ctx context.Context, a *trainyard.Action) error {
-	rows, err := tx.tx.QueryContext(ctx, `SELECT node, batch, status, error, started_at, finished_at FROM action_steps WHERE action_id = ? ORDER BY batch, node`, a.ID)
+	rows, err := tx.query(ctx, `SELECT node, batch, status, error, started_at, finished_at FROM action_steps WHERE action_id = ? ORDER BY batch, node`, a.ID)
 	if err != nil {
 		return wrapDBError(err)
 	}
@@ -99,7 +99,7 @@ func (tx *Tx) loadActionDetails(ctx context.Context, a *trainyard.Action) error 
 	if err := rows.Err(); err != nil {
 		return wrapDBError(err)
 	}
-	rows, err = tx.tx.QueryContext(ctx, `SELECT id, at, node, message FROM action_events WHERE action_id = ? ORDER BY id`, a.ID)
+	rows, err = tx.query(ctx, `SELECT id, at, node, message FROM action_events WHERE action_id = ? ORDER BY id`, a.ID)
 	if err != nil {
 		return wrapDBError(err)
 	}
@@ -148,7 +148,7 @@ func (tx *Tx) actionList(ctx context.Context, q string, total int, args ...any) 
 }
 
 func (tx *Tx) actionRows(ctx context.Context, q string, total int, args ...any) ([]*trainyard.Action, int, error) {
-	rows, err := tx.tx.QueryContext(ctx, q, args...)
+	rows, err := tx.query(ctx, q, args...)
 	if err != nil {
 		return nil, 0, wrapDBError(err)
 	}
@@ -232,7 +232,7 @@ func (tx *Tx) AddEvent(ctx context.Context, actionID int64, node, message string
 
 // ActionCounts counts actions by type and status, for metrics.
 func (tx *Tx) ActionCounts(ctx context.Context) (map[[2]string]int, error) {
-	rows, err := tx.tx.QueryContext(ctx, `SELECT type, status, COUNT(*) FROM actions GROUP BY type, status`)
+	rows, err := tx.query(ctx, `SELECT type, status, COUNT(*) FROM actions GROUP BY type, status`)
 	if err != nil {
 		return nil, wrapDBError(err)
 	}

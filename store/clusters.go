@@ -121,7 +121,7 @@ func (tx *Tx) loadGroups(ctx context.Context, cs []*trainyard.Cluster) error {
 // Cluster returns a cluster by id whatever its account (for the reconciler); deleted clusters
 // are returned too.
 func (tx *Tx) Cluster(ctx context.Context, id int64) (*trainyard.Cluster, error) {
-	c, err := scanCluster(tx.tx.QueryRowContext(ctx, clusterSelect+` WHERE c.id = ?`, id))
+	c, err := scanCluster(tx.queryRow(ctx, clusterSelect+` WHERE c.id = ?`, id))
 	if err != nil {
 		return nil, wrapDBError(err)
 	}
@@ -135,7 +135,7 @@ func (tx *Tx) ClusterInScope(ctx context.Context, accountID, projectID int64, lo
 	if !includeDeleted {
 		q += ` AND c.status <> '` + trainyard.StatusDeleted + `'`
 	}
-	c, err := scanCluster(tx.tx.QueryRowContext(ctx, q, id, accountID, projectID, location))
+	c, err := scanCluster(tx.queryRow(ctx, q, id, accountID, projectID, location))
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, false, nil
 	}
@@ -153,7 +153,7 @@ func (tx *Tx) Clusters(ctx context.Context, accountID, projectID int64, location
 		return nil, 0, err
 	}
 	limit, offset := page.limitOffset()
-	rows, err := tx.tx.QueryContext(ctx, clusterSelect+where+` ORDER BY c.id DESC LIMIT ? OFFSET ?`, accountID, projectID, location, limit, offset)
+	rows, err := tx.query(ctx, clusterSelect+where+` ORDER BY c.id DESC LIMIT ? OFFSET ?`, accountID, projectID, location, limit, offset)
 	if err != nil {
 		return nil, 0, wrapDBError(err)
 	}
@@ -189,7 +189,7 @@ func (tx *Tx) CreateNode(ctx context.Context, n trainyard.Node) (trainyard.Node,
 
 // Nodes returns a cluster's nodes, the controller first, then workers in creation order.
 func (tx *Tx) Nodes(ctx context.Context, clusterID int64) ([]trainyard.Node, error) {
-	rows, err := tx.tx.QueryContext(ctx, `SELECT id, cluster_id, name, role, idx, created_at FROM nodes WHERE cluster_id = ? ORDER BY idx`, clusterID)
+	rows, err := tx.query(ctx, `SELECT id, cluster_id, name, role, idx, created_at FROM nodes WHERE cluster_id = ? ORDER BY idx`, clusterID)
 	if err != nil {
 		return nil, wrapDBError(err)
 	}

@@ -12,7 +12,7 @@ import (
 // UserByEmail returns the user with that email; ok is false when there is none.
 func (tx *Tx) UserByEmail(ctx context.Context, email string) (u trainyard.User, ok bool, err error) {
 	var created string
-	err = tx.tx.QueryRowContext(ctx, `SELECT id, name, email, created_at FROM users WHERE email = ?`, email).
+	err = tx.queryRow(ctx, `SELECT id, name, email, created_at FROM users WHERE email = ?`, email).
 		Scan(&u.ID, &u.Name, &u.Email, &created)
 	if errors.Is(err, sql.ErrNoRows) {
 		return u, false, nil
@@ -25,7 +25,7 @@ func (tx *Tx) UserByEmail(ctx context.Context, email string) (u trainyard.User, 
 func (tx *Tx) User(ctx context.Context, id int64) (trainyard.User, error) {
 	var u trainyard.User
 	var created string
-	err := tx.tx.QueryRowContext(ctx, `SELECT id, name, email, created_at FROM users WHERE id = ?`, id).
+	err := tx.queryRow(ctx, `SELECT id, name, email, created_at FROM users WHERE id = ?`, id).
 		Scan(&u.ID, &u.Name, &u.Email, &created)
 	u.CreatedAt = parseTime(created)
 	return u, wrapDBError(err)
@@ -85,13 +85,13 @@ func scanMembership(sc interface{ Scan(...any) error }) (trainyard.Membership, e
 
 // Membership returns an IAM entry by id.
 func (tx *Tx) Membership(ctx context.Context, id int64) (trainyard.Membership, error) {
-	m, err := scanMembership(tx.tx.QueryRowContext(ctx, membershipSelect+` WHERE m.id = ?`, id))
+	m, err := scanMembership(tx.queryRow(ctx, membershipSelect+` WHERE m.id = ?`, id))
 	return m, wrapDBError(err)
 }
 
 // MembershipOf returns the membership of user in account; ok is false when there is none.
 func (tx *Tx) MembershipOf(ctx context.Context, accountID, userID int64) (trainyard.Membership, bool, error) {
-	m, err := scanMembership(tx.tx.QueryRowContext(ctx, membershipSelect+` WHERE m.account_id = ? AND m.user_id = ?`, accountID, userID))
+	m, err := scanMembership(tx.queryRow(ctx, membershipSelect+` WHERE m.account_id = ? AND m.user_id = ?`, accountID, userID))
 	if errors.Is(err, sql.ErrNoRows) {
 		return m, false, nil
 	}
@@ -100,7 +100,7 @@ func (tx *Tx) MembershipOf(ctx context.Context, accountID, userID int64) (trainy
 
 // MembershipsOfUser lists every account the user may act in, their own first.
 func (tx *Tx) MembershipsOfUser(ctx context.Context, userID int64) ([]trainyard.Membership, error) {
-	rows, err := tx.tx.QueryContext(ctx, membershipSelect+` WHERE m.user_id = ? ORDER BY (m.role = 'owner') DESC, m.id`, userID)
+	rows, err := tx.query(ctx, membershipSelect+` WHERE m.user_id = ? ORDER BY (m.role = 'owner') DESC, m.id`, userID)
 	if err != nil {
 		return nil, wrapDBError(err)
 	}
@@ -118,7 +118,7 @@ func (tx *Tx) MembershipsOfUser(ctx context.Context, userID int64) ([]trainyard.
 
 // OwnMembership returns the user's membership of their own account.
 func (tx *Tx) OwnMembership(ctx context.Context, userID int64) (trainyard.Membership, bool, error) {
-	m, err := scanMembership(tx.tx.QueryRowContext(ctx, membershipSelect+` WHERE m.user_id = ? AND m.role = 'owner' ORDER BY m.id LIMIT 1`, userID))
+	m, err := scanMembership(tx.queryRow(ctx, membershipSelect+` WHERE m.user_id = ? AND m.role = 'owner' ORDER BY m.id LIMIT 1`, userID))
 	if errors.Is(err, sql.ErrNoRows) {
 		return m, false, nil
 	}
@@ -144,7 +144,7 @@ func (tx *Tx) CreateAPIKey(ctx context.Context, userID int64, keyHash, tokenHash
 func (tx *Tx) APIKeyByHash(ctx context.Context, keyHash string) (APIKey, bool, error) {
 	var k APIKey
 	var revoked sql.NullString
-	err := tx.tx.QueryRowContext(ctx, `SELECT id, user_id, key_hash, token_hash, revoked_at FROM api_keys WHERE key_hash = ?`, keyHash).
+	err := tx.queryRow(ctx, `SELECT id, user_id, key_hash, token_hash, revoked_at FROM api_keys WHERE key_hash = ?`, keyHash).
 		Scan(&k.ID, &k.UserID, &k.KeyHash, &k.TokenHash, &revoked)
 	if errors.Is(err, sql.ErrNoRows) {
 		return k, false, nil
@@ -178,7 +178,7 @@ func (tx *Tx) Project(ctx context.Context, accountID, id int64) (trainyard.Proje
 	var p trainyard.Project
 	var def int
 	var created string
-	err := tx.tx.QueryRowContext(ctx, `SELECT id, account_id, name, is_default, created_at FROM projects WHERE id = ? AND account_id = ?`, id, accountID).
+	err := tx.queryRow(ctx, `SELECT id, account_id, name, is_default, created_at FROM projects WHERE id = ? AND account_id = ?`, id, accountID).
 		Scan(&p.ID, &p.AccountID, &p.Name, &def, &created)
 	if errors.Is(err, sql.ErrNoRows) {
 		return p, false, nil
@@ -194,7 +194,7 @@ func (tx *Tx) Projects(ctx context.Context, accountID int64, page Page) ([]train
 		return nil, 0, err
 	}
 	limit, offset := page.limitOffset()
-	rows, err := tx.tx.QueryContext(ctx, `SELECT id, account_id, name, is_default, created_at FROM projects WHERE account_id = ? ORDER BY id LIMIT ? OFFSET ?`, accountID, limit, offset)
+	rows, err := tx.query(ctx, `SELECT id, account_id, name, is_default, created_at FROM projects WHERE account_id = ? ORDER BY id LIMIT ? OFFSET ?`, accountID, limit, offset)
 	if err != nil {
 		return nil, 0, wrapDBError(err)
 	}
@@ -225,7 +225,7 @@ type Idempotent struct {
 func (tx *Tx) IdempotentAnswer(ctx context.Context, userID int64, key string) (Idempotent, bool, error) {
 	var r Idempotent
 	var resp, header string
-	err := tx.tx.QueryRowContext(ctx, `SELECT request_hash, status_code, response, response_header FROM idempotency_keys WHERE user_id = ? AND idem_key = ?`, userID, key).
+	err := tx.queryRow(ctx, `SELECT request_hash, status_code, response, response_header FROM idempotency_keys WHERE user_id = ? AND idem_key = ?`, userID, key).
 		Scan(&r.RequestHash, &r.StatusCode, &resp, &header)
 	if errors.Is(err, sql.ErrNoRows) {
 		return r, false, nil

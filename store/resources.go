@@ -36,7 +36,7 @@ func scanSSHKey(sc interface{ Scan(...any) error }) (trainyard.SSHKey, error) {
 
 // SSHKey returns a key of the account; ok is false when the account has no such key.
 func (tx *Tx) SSHKey(ctx context.Context, accountID, id int64) (trainyard.SSHKey, bool, error) {
-	k, err := scanSSHKey(tx.tx.QueryRowContext(ctx, sshKeySelect+` WHERE id = ? AND account_id = ?`, id, accountID))
+	k, err := scanSSHKey(tx.queryRow(ctx, sshKeySelect+` WHERE id = ? AND account_id = ?`, id, accountID))
 	if errors.Is(err, sql.ErrNoRows) {
 		return k, false, nil
 	}
@@ -50,7 +50,7 @@ func (tx *Tx) SSHKeys(ctx context.Context, accountID int64, page Page) ([]trainy
 		return nil, 0, err
 	}
 	limit, offset := page.limitOffset()
-	rows, err := tx.tx.QueryContext(ctx, sshKeySelect+` WHERE account_id = ? ORDER BY id LIMIT ? OFFSET ?`, accountID, limit, offset)
+	rows, err := tx.query(ctx, sshKeySelect+` WHERE account_id = ? ORDER BY id LIMIT ? OFFSET ?`, accountID, limit, offset)
 	if err != nil {
 		return nil, 0, wrapDBError(err)
 	}
@@ -85,7 +85,7 @@ func (tx *Tx) CreateReservedIP(ctx context.Context, ip trainyard.ReservedIP) (tr
 
 // ReservedAddresses returns every address reserved in location.
 func (tx *Tx) ReservedAddresses(ctx context.Context, location string) (map[string]bool, error) {
-	rows, err := tx.tx.QueryContext(ctx, `SELECT address FROM reserved_ips WHERE location = ?`, location)
+	rows, err := tx.query(ctx, `SELECT address FROM reserved_ips WHERE location = ?`, location)
 	if err != nil {
 		return nil, wrapDBError(err)
 	}
@@ -115,7 +115,7 @@ func scanReservedIP(sc interface{ Scan(...any) error }) (trainyard.ReservedIP, e
 
 // ReservedIP returns a reserved IP of the account; ok is false when there is none.
 func (tx *Tx) ReservedIP(ctx context.Context, accountID, id int64) (trainyard.ReservedIP, bool, error) {
-	ip, err := scanReservedIP(tx.tx.QueryRowContext(ctx, reservedIPSelect+` WHERE r.id = ? AND r.account_id = ?`, id, accountID))
+	ip, err := scanReservedIP(tx.queryRow(ctx, reservedIPSelect+` WHERE r.id = ? AND r.account_id = ?`, id, accountID))
 	if errors.Is(err, sql.ErrNoRows) {
 		return ip, false, nil
 	}
@@ -130,7 +130,7 @@ func (tx *Tx) ReservedIPs(ctx context.Context, accountID, projectID int64, locat
 		return nil, 0, err
 	}
 	limit, offset := page.limitOffset()
-	rows, err := tx.tx.QueryContext(ctx, reservedIPSelect+where+` ORDER BY r.id LIMIT ? OFFSET ?`, accountID, projectID, location, limit, offset)
+	rows, err := tx.query(ctx, reservedIPSelect+where+` ORDER BY r.id LIMIT ? OFFSET ?`, accountID, projectID, location, limit, offset)
 	if err != nil {
 		return nil, 0, wrapDBError(err)
 	}
@@ -187,7 +187,7 @@ func scanSecurityGroup(sc interface{ Scan(...any) error }) (trainyard.SecurityGr
 
 // SecurityGroup returns a group of the project in location; ok is false when there is none.
 func (tx *Tx) SecurityGroup(ctx context.Context, accountID, projectID int64, location string, id int64) (trainyard.SecurityGroup, bool, error) {
-	g, err := scanSecurityGroup(tx.tx.QueryRowContext(ctx, securityGroupSelect+` WHERE id = ? AND account_id = ? AND project_id = ? AND location = ?`,
+	g, err := scanSecurityGroup(tx.queryRow(ctx, securityGroupSelect+` WHERE id = ? AND account_id = ? AND project_id = ? AND location = ?`,
 		id, accountID, projectID, location))
 	if errors.Is(err, sql.ErrNoRows) {
 		return g, false, nil
@@ -203,7 +203,7 @@ func (tx *Tx) SecurityGroups(ctx context.Context, accountID, projectID int64, lo
 		return nil, 0, err
 	}
 	limit, offset := page.limitOffset()
-	rows, err := tx.tx.QueryContext(ctx, securityGroupSelect+where+` ORDER BY id LIMIT ? OFFSET ?`, accountID, projectID, location, limit, offset)
+	rows, err := tx.query(ctx, securityGroupSelect+where+` ORDER BY id LIMIT ? OFFSET ?`, accountID, projectID, location, limit, offset)
 	if err != nil {
 		return nil, 0, wrapDBError(err)
 	}

@@ -7,8 +7,36 @@ import (
 	"testing"
 
 	"github.com/trainyard/trainyard"
+	"github.com/trainyard/trainyard/internal/pgtest"
 	"github.com/trainyard/trainyard/store"
 )
+
+// eachStore runs test against SQLite and PostgreSQL. open opens the test's store; called again,
+// it opens the same data anew (a restart).
+func eachStore(t *testing.T, test func(t *testing.T, open func() *store.DB)) {
+	t.Run("sqlite", func(t *testing.T) {
+		dir := t.TempDir()
+		test(t, func() *store.DB {
+			db, err := store.OpenSQLite(dir)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { db.Close() })
+			return db
+		})
+	})
+	t.Run("postgres", func(t *testing.T) {
+		url := pgtest.URL(t)
+		test(t, func() *store.DB {
+			db, err := store.Open(url)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { db.Close() })
+			return db
+		})
+	})
+}
 
 func seed(t *testing.T, db *store.DB) (*trainyard.Cluster, trainyard.User) {
 	t.Helper()
@@ -37,20 +65,14 @@ func seed(t *testing.T, db *store.DB) (*trainyard.Cluster, trainyard.User) {
 	return c, u
 }
 
-func TestReopenKeepsDataAndMigratesOnce(t *testing.T) {
-	dir := t.TempDir()
-	db, err := store.OpenSQLite(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
+func TestReopenKeepsDataAndMigratesOnce(t *testing.T) { eachStore(t, testReopen) }
+
+func testReopen(t *testing.T, open func() *store.DB) {
+	db := open()
 	c, _ := seed(t, db)
 	db.Close()
-	db, err = store.OpenSQLite(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	err = db.Read(context.Background(), func(ctx context.Context, tx *store.Tx) error {
+	db = open()
+	err := db.Read(context.Background(), func(ctx context.Context, tx *store.Tx) error {
 		got, err := tx.Cluster(ctx, c.ID)
 		if err != nil {
 			return err
@@ -65,12 +87,10 @@ func TestReopenKeepsDataAndMigratesOnce(t *testing.T) {
 	}
 }
 
-func TestOneNodeChangingActionPerCluster(t *testing.T) {
-	db, err := store.OpenSQLite(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
+func TestOneNodeChangingActionPerCluster(t *testing.T) { eachStore(t, testOneNodeChanging) }
+
+func testOneNodeChanging(t *testing.T, open func() *store.DB) {
+	db := open()
 	c, u := seed(t, db)
 	// Many writers race for the slot: exactly one wins.
 	var wg sync.WaitGroup
@@ -111,7 +131,7 @@ func TestOneNodeChangingActionPerCluster(t *testing.T) {
 		t.Fatalf("%d writers won the slot", wins)
 	}
 	// The unique index holds even for code that skips the compare-and-swap.
-	err = db.Write(context.Background(), func(ctx context.Context, tx *store.Tx) error {
+	err := db.Write(context.Background(), func(ctx context.Context, tx *store.Tx) error {
 		return tx.CreateAction(ctx, &trainyard.Action{ClusterID: c.ID, AccountID: c.AccountID, Type: trainyard.ActionUpdateImage,
 			Status: trainyard.ActionQueued, RequestedBy: u})
 	})
@@ -128,13 +148,11 @@ func TestOneNodeChangingActionPerCluster(t *testing.T) {
 	}
 }
 
-func TestWriteRollsBackOnError(t *testing.T) {
-	db, err := store.OpenSQLite(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	err = db.Write(context.Background(), func(ctx context.Context, tx *store.Tx) error {
+func TestWriteRollsBackOnError(t *testing.T) { eachStore(t, testRollback) }
+
+func testRollback(t *testing.T, open func() *store.DB) {
+	db := open()
+	err := db.Write(context.Background(), func(ctx context.Context, tx *store.Tx) error {
 		if _, err := tx.CreateUser(ctx, "x", "x@example.com"); err != nil {
 			return err
 		}

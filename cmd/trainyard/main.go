@@ -16,6 +16,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 
@@ -32,10 +33,11 @@ import (
 const usage = `trainyard: a control plane for Slurm training clusters
 
 Usage:
-  trainyard serve     [--listen 127.0.0.1:8080] [--data DIR] [--backend auto|local|sim] [--config FILE]
-                      [--local-dir /var/lib/trainyard] [--node-subnet 198.18.0.0/16] [--sim-op-latency 50ms]
-  trainyard bootstrap [--data DIR] --email EMAIL [--name NAME]
-  trainyard iam grant [--data DIR] --owner EMAIL --user EMAIL --role admin|member|viewer
+  trainyard serve     [--listen 127.0.0.1:8080] [--data DIR] [--db postgres://...] [--backend auto|local|sim] [--config FILE]
+                      [--replica NAME] [--lease-ttl 15s] [--local-dir /var/lib/trainyard] [--node-subnet 198.18.0.0/16]
+                      [--sim-op-latency 50ms] [--sim-state FILE]
+  trainyard bootstrap [--data DIR | --db URL] --email EMAIL [--name NAME]
+  trainyard iam grant [--data DIR | --db URL] --owner EMAIL --user EMAIL --role admin|member|viewer
 
 Run "trainyard COMMAND -h" for a command's flags.
 `
@@ -85,6 +87,7 @@ func printJSON(w io.Writer, v any) error {
 func bootstrap(args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("bootstrap", stderr)
 	data := fs.String("data", "./data", "data directory")
+	dbURL := fs.String("db", "", "a postgres:// URL to use PostgreSQL instead of SQLite in the data directory")
 	email := fs.String("email", "", "the owner's email (required)")
 	name := fs.String("name", "", "the owner's name")
 	if err := fs.Parse(args); err != nil {
@@ -93,7 +96,7 @@ func bootstrap(args []string, stdout, stderr io.Writer) error {
 	if *email == "" {
 		return errors.New("bootstrap: --email is required")
 	}
-	db, err := store.OpenSQLite(*data)
+	db, err := openStore(*dbURL, *data)
 	if err != nil {
 		return err
 	}
@@ -109,6 +112,7 @@ func bootstrap(args []string, stdout, stderr io.Writer) error {
 func grant(args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("iam grant", stderr)
 	data := fs.String("data", "./data", "data directory")
+	dbURL := fs.String("db", "", "a postgres:// URL to use PostgreSQL instead of SQLite in the data directory")
 	owner := fs.String("owner", "", "email of the account's owner (required)")
 	user := fs.String("user", "", "email of the user to grant access to (required)")
 	role := fs.String("role", "", "admin, member or viewer (required)")
@@ -118,7 +122,7 @@ func grant(args []string, stdout, stderr io.Writer) error {
 	if *owner == "" || *user == "" || *role == "" {
 		return errors.New("iam grant: --owner, --user and --role are required")
 	}
-	db, err := store.OpenSQLite(*data)
+	db, err := openStore(*dbURL, *data)
 	if err != nil {
 		return err
 	}
@@ -131,14 +135,29 @@ func grant(args []string, stdout, stderr io.Writer) error {
 	return printJSON(stdout, r)
 }
 
+// openStore opens PostgreSQL when url is given, else SQLite in dir.
+func openStore(url, dir string) (*store.DB, error) {
+	if url != "" {
+		if !strings.HasPrefix(url, "postgres://") && !strings.HasPrefix(url, "postgresql://") {
+			return nil, fmt.Errorf("--db must be a postgres:// URL")
+		}
+		return store.OpenPostgres(url)
+	}
+	return store.OpenSQLite(dir)
+}
+
 func serve(args []string, stderr io.Writer) error {
 	fs := newFlags("serve", stderr)
 	listen := fs.String("listen", "127.0.0.1:8080", "address to serve the API on")
-	data := fs.String("data", "./data", "data directory")
+	data := fs.String("data", "./data", "data directory (SQLite store, sim backend state)")
+	dbURL := fs.String("db", "", "a postgres:// URL: keep the store in PostgreSQL, shared by several replicas")
+	replica := fs.String("replica", "", "this replica's name in leases (default: host and process id)")
+	leaseTTL := fs.Duration("lease-ttl", 15*time.Second, "how long a replica's hold on a cluster lasts without renewal")
 	backendName := fs.String("backend", "auto", "node backend: local (real Slurm in namespaces; needs root), sim (in-process), or auto: local when it can run here")
 	localDir := fs.String("local-dir", "/var/lib/trainyard", "local backend: where clusters' files and image layers live")
 	nodeSubnet := fs.String("node-subnet", "198.18.0.0/16", "local backend: node addresses, a /24 per cluster; must overlap no route of this machine")
 	simLatency := fs.Duration("sim-op-latency", 50*time.Millisecond, "how long each simulated node operation takes")
+	simState := fs.String("sim-state", "", "sim backend: the file its nodes live in (default DATA/sim-nodes.json); replicas on one --db share it")
 	cfgPath := fs.String("config", "", "catalog and limits file (default: the embedded defaults)")
 	bootTimeout := fs.Duration("boot-timeout", 5*time.Minute, "how long a node may take to come back after an operation")
 	if err := fs.Parse(args); err != nil {
@@ -149,7 +168,7 @@ func serve(args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	db, err := store.OpenSQLite(*data)
+	db, err := openStore(*dbURL, *data)
 	if err != nil {
 		return err
 	}
@@ -186,16 +205,30 @@ func serve(args []string, stderr io.Writer) error {
 			"dir", *localDir, "node_subnet", subnet.String())
 		backend = b
 	case "sim":
-		b, err := sim.New(sim.Options{OpLatency: *simLatency, StatePath: filepath.Join(*data, "sim-nodes.json")})
-		if err != nil {
-			return err
+		path := *simState
+		if path == "" {
+			path = filepath.Join(*data, "sim-nodes.json")
 		}
-		backend = b
+		opts := sim.Options{OpLatency: *simLatency, StatePath: path}
+		if *dbURL != "" {
+			// Replicas share the simulated nodes as they would share real ones.
+			b, err := sim.NewShared(opts)
+			if err != nil {
+				return err
+			}
+			backend = b
+		} else {
+			b, err := sim.New(opts)
+			if err != nil {
+				return err
+			}
+			backend = b
+		}
 	default:
 		return fmt.Errorf("unknown backend %q (available: auto, local, sim)", *backendName)
 	}
 
-	rec := reconcile.New(db, backend, cfg, log, reconcile.Options{BootTimeout: *bootTimeout})
+	rec := reconcile.New(db, backend, cfg, log, reconcile.Options{BootTimeout: *bootTimeout, Replica: *replica, LeaseTTL: *leaseTTL})
 	svc := &service.Service{DB: db, Config: cfg, Backend: backend, Observer: rec, Wake: rec.Wake}
 	srv := api.New(svc, log, nil).HTTPServer(*listen)
 
@@ -205,7 +238,11 @@ func serve(args []string, stderr io.Writer) error {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	log.Info("trainyard serving", "listen", ln.Addr().String(), "data", *data, "backend", backend.Name())
+	storeName := "sqlite"
+	if db.Postgres() {
+		storeName = "postgres"
+	}
+	log.Info("trainyard serving", "listen", ln.Addr().String(), "data", *data, "store", storeName, "backend", backend.Name(), "replica", rec.Replica())
 
 	recDone := make(chan struct{})
 	go func() { rec.Run(ctx); close(recDone) }()
