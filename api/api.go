@@ -38,16 +38,36 @@ type Server struct {
 	svc     *service.Service
 	log     *slog.Logger
 	metrics *metrics
+	limiter *limiter
 	routes  []route
 	ready   func(ctx context.Context) error
 }
 
-// New returns a server for svc; ready, when not nil, is what /readyz checks besides the store.
-func New(svc *service.Service, log *slog.Logger, ready func(ctx context.Context) error) *Server {
+// Options tune a Server.
+type Options struct {
+	// Ready, when set, is what /readyz checks besides the store.
+	Ready func(ctx context.Context) error
+	// RateLimit is how many requests a second one key pair may make on average (default 20),
+	// RateBurst how many at once (default 40). A negative RateLimit turns limiting off.
+	RateLimit float64
+	RateBurst int
+}
+
+// New returns a server for svc.
+func New(svc *service.Service, log *slog.Logger, opts Options) *Server {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	s := &Server{svc: svc, log: log, metrics: newMetrics(), ready: ready}
+	if opts.RateLimit == 0 {
+		opts.RateLimit = 20
+	}
+	if opts.RateBurst <= 0 {
+		opts.RateBurst = 40
+	}
+	s := &Server{svc: svc, log: log, metrics: newMetrics(), ready: opts.Ready}
+	if opts.RateLimit > 0 {
+		s.limiter = newLimiter(opts.RateLimit, opts.RateBurst)
+	}
 	s.routes = s.table()
 	return s
 }
@@ -229,7 +249,7 @@ func (s *Server) dispatch(rt route) http.Handler {
 	})
 }
 
-func (s *Server) serve(rt route, h handler, r *request) (int, []byte, http.Header) {
+func (s *Server) serve(rt route, h handler, r *request) (status int, body []byte, header http.Header) {
 	if r.Method == http.MethodPost || r.Method == http.MethodPut {
 		body, err := io.ReadAll(http.MaxBytesReader(nil, r.Body, MaxBodyBytes))
 		if err != nil {
@@ -250,6 +270,13 @@ func (s *Server) serve(rt route, h handler, r *request) (int, []byte, http.Heade
 			return st, b, nil
 		}
 		r.caller = c
+		if wait, ok := s.limiter.allow(c.APIKeyID); !ok {
+			st, b := s.encodeError(trainyard.Errorf(trainyard.ERATELIMIT, "Too many requests for this API key: retry in %s", wait.Round(time.Millisecond)))
+			return st, b, http.Header{"Retry-After": {strconv.Itoa(int(wait.Seconds()) + 1)}}
+		}
+		if r.Method != http.MethodGet {
+			defer func() { s.audit(r, status) }()
+		}
 	}
 	key := r.Header.Get("Idempotency-Key")
 	if key == "" || (r.Method != http.MethodPost && r.Method != http.MethodPut) || rt.public {

@@ -1,11 +1,14 @@
 package api
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
 	"sort"
 	"strconv"
+	"strings"
+	"time"
 
 	"github.com/trainyard/trainyard"
 	"github.com/trainyard/trainyard/service"
@@ -39,6 +42,7 @@ func (s *Server) table() []route {
 		{pattern: b + "/security_groups/{id}/rules/{$}", methods: map[string]handler{http.MethodPut: s.setSecurityGroupRules}},
 		{pattern: b + "/users/iam-accounts/{$}", methods: map[string]handler{http.MethodGet: s.listIAMAccounts}},
 		{pattern: b + "/projects/{$}", methods: map[string]handler{http.MethodGet: s.listProjects, http.MethodPost: s.createProject}},
+		{pattern: b + "/audit_log/{$}", methods: map[string]handler{http.MethodGet: s.listAudit}},
 	}
 }
 
@@ -586,4 +590,50 @@ func (s *Server) createProject(r *request) (*response, error) {
 		return nil, err
 	}
 	return ok(http.StatusCreated, "Project created successfully", renderProject(pr)), nil
+}
+
+// audit records a mutating call after it was answered. The record is written on its own: a
+// rejected request's transaction rolled back, and its record must stay.
+func (s *Server) audit(r *request, status int) {
+	op := r.Method + " " + strings.TrimPrefix(r.Pattern, BasePath)
+	if f, err := parseBody(r.body); err == nil && f.has("action") {
+		if a := f.str("action"); len(a) <= 40 && trainyard.ValidateName(a) == nil {
+			op += " " + a
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := s.svc.Audit(ctx, r.caller, r.Method, r.URL.Path, op, status); err != nil {
+		s.log.Error("api: audit", "err", err, "operation", op)
+	}
+}
+
+type auditJSON struct {
+	ID        int64  `json:"id"`
+	At        string `json:"at"`
+	UserID    int64  `json:"user_id"`
+	UserEmail string `json:"user_email"`
+	ActiveIAM int64  `json:"active_iam"`
+	APIKeyID  int64  `json:"api_key_id"`
+	Method    string `json:"method"`
+	Path      string `json:"path"`
+	Operation string `json:"operation"`
+	Status    int    `json:"status"`
+}
+
+func (s *Server) listAudit(r *request) (*response, error) {
+	var p trainyard.Problems
+	pg := page(r, &p)
+	if err := p.Err(); err != nil {
+		return nil, err
+	}
+	entries, total, err := s.svc.AuditLog(r.Context(), r.caller, pg)
+	if err != nil {
+		return nil, err
+	}
+	out := renderAll(entries, func(e store.AuditEntry) auditJSON {
+		return auditJSON{ID: e.ID, At: e.At.UTC().Format(time.RFC3339Nano), UserID: e.UserID, UserEmail: e.UserEmail, ActiveIAM: e.ActiveIAM,
+			APIKeyID: e.APIKeyID, Method: e.Method, Path: e.Path, Operation: e.Operation, Status: e.Status}
+	})
+	return list("Success", out, total, pg), nil
 }

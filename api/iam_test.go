@@ -188,3 +188,95 @@ func TestListPagination(t *testing.T) {
 		t.Errorf("page 3 of 2: total %d pages %d keys %+v", *r.TotalCount, *r.TotalPageNumber, keys)
 	}
 }
+
+func TestRevokedKeyStopsWorkingAtOnce(t *testing.T) {
+	e := newEnv(t)
+	e.Must(http.StatusOK, e.Owner, "GET", "/distributed_jobs_v2/cluster/", nil, nil)
+	if err := e.Svc.RevokeKey(t.Context(), e.Owner.APIKey); err != nil {
+		t.Fatal(err)
+	}
+	e.Must(http.StatusUnauthorized, e.Owner, "GET", "/distributed_jobs_v2/cluster/", nil, nil)
+	if err := e.Svc.RevokeKey(t.Context(), e.Owner.APIKey); err == nil {
+		t.Error("revoking a revoked key succeeded")
+	}
+	// The user's other pairs keep working until they too are revoked.
+	again, err := e.Svc.Bootstrap(t.Context(), "owner@example.com", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := testenv.Creds{APIKey: again.APIKey, AuthToken: again.AuthToken, ProjectID: again.ProjectID, Location: "Delhi"}
+	e.Must(http.StatusOK, c, "GET", "/distributed_jobs_v2/cluster/", nil, nil)
+	if err := e.Svc.RevokeUserKeys(t.Context(), "owner@example.com"); err != nil {
+		t.Fatal(err)
+	}
+	e.Must(http.StatusUnauthorized, c, "GET", "/distributed_jobs_v2/cluster/", nil, nil)
+}
+
+func TestAuditLogRecordsEveryMutatingCall(t *testing.T) {
+	e := newEnv(t)
+	c := e.NewCluster(e.Owner, "audited", 1)
+	member, err := e.Svc.GrantIAM(t.Context(), "owner@example.com", "m@example.com", "member")
+	if err != nil {
+		t.Fatal(err)
+	}
+	asMember := testenv.Creds{APIKey: member.APIKey, AuthToken: member.AuthToken, ProjectID: e.Owner.ProjectID, Location: "Delhi", IAM: member.IAMID}
+	e.Must(http.StatusOK, asMember, "PUT", testenv.ClusterPath(c.ID), nil, map[string]any{"action": "restart_workers"})
+	e.Must(http.StatusBadRequest, asMember, "PUT", testenv.ClusterPath(c.ID), nil, map[string]any{"action": "nonsense"})
+	e.Must(http.StatusForbidden, asMember, "GET", "/audit_log/", nil, nil)
+	var entries []struct {
+		UserEmail string `json:"user_email"`
+		ActiveIAM int64  `json:"active_iam"`
+		Method    string `json:"method"`
+		Operation string `json:"operation"`
+		Status    int    `json:"status"`
+	}
+	e.Must(http.StatusOK, e.Owner, "GET", "/audit_log/", map[string][]string{"per_page": {"100"}}, nil).Into(t, &entries)
+	if len(entries) < 5 {
+		t.Fatalf("%d audit entries: %+v", len(entries), entries)
+	}
+	if got := entries[0]; got.UserEmail != "m@example.com" || got.ActiveIAM != member.IAMID || got.Status != 400 || got.Operation != "PUT /distributed_jobs_v2/cluster/{id}/{$} nonsense" {
+		t.Errorf("newest entry: %+v", got)
+	}
+	if got := entries[1]; got.Status != 200 || got.Operation != "PUT /distributed_jobs_v2/cluster/{id}/{$} restart_workers" {
+		t.Errorf("second entry: %+v", got)
+	}
+	for _, en := range entries {
+		if en.Method == "GET" {
+			t.Errorf("a GET was audited: %+v", en)
+		}
+	}
+	// Another account sees none of it.
+	r, err := e.Svc.Bootstrap(t.Context(), "other@example.com", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	other := testenv.Creds{APIKey: r.APIKey, AuthToken: r.AuthToken}
+	var theirs []any
+	e.Must(http.StatusOK, other, "GET", "/audit_log/", nil, nil).Into(t, &theirs)
+	if len(theirs) != 0 {
+		t.Errorf("another account sees %d entries", len(theirs))
+	}
+}
+
+func TestRateLimitAnswers429PerKey(t *testing.T) {
+	e := testenv.New(t, testenv.Options{RateLimit: 1})
+	limited := 0
+	for range 60 {
+		r := e.Call(e.Owner, "GET", "/gpu_service/image/", nil, nil)
+		if r.Status == http.StatusTooManyRequests {
+			limited++
+			if r.Header.Get("Retry-After") == "" || r.Message == "" {
+				t.Errorf("429 without Retry-After or message: %s", r.Raw)
+			}
+		}
+	}
+	if limited == 0 {
+		t.Fatal("60 requests at once on a limit of 1/s (burst 40) were never refused")
+	}
+	// Another key pair has its own budget.
+	r, err := e.Svc.Bootstrap(t.Context(), "second@example.com", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.Must(http.StatusOK, testenv.Creds{APIKey: r.APIKey, AuthToken: r.AuthToken}, "GET", "/gpu_service/image/", nil, nil)
+}

@@ -321,3 +321,51 @@ func (s *Service) CreateProject(ctx context.Context, c trainyard.Caller, name st
 	})
 	return p, err
 }
+
+// RevokeKey revokes the key pair of apiKey: from the next request on it is refused.
+func (s *Service) RevokeKey(ctx context.Context, apiKey string) error {
+	return s.DB.Write(ctx, func(ctx context.Context, tx *store.Tx) error {
+		ok, err := tx.RevokeAPIKey(ctx, hashSecret(apiKey))
+		if err == nil && !ok {
+			return trainyard.FieldError("api_key", "no such active API key")
+		}
+		return err
+	})
+}
+
+// RevokeUserKeys revokes every key pair of the user with email.
+func (s *Service) RevokeUserKeys(ctx context.Context, email string) error {
+	return s.DB.Write(ctx, func(ctx context.Context, tx *store.Tx) error {
+		u, ok, err := tx.UserByEmail(ctx, strings.ToLower(strings.TrimSpace(email)))
+		if err != nil {
+			return err
+		}
+		if !ok {
+			return trainyard.FieldError("email", "no user %s", email)
+		}
+		return tx.RevokeAPIKeys(ctx, u.ID)
+	})
+}
+
+// Audit records a mutating call; failures are returned for the caller to log.
+func (s *Service) Audit(ctx context.Context, c trainyard.Caller, method, path, operation string, status int) error {
+	return s.DB.Write(ctx, func(ctx context.Context, tx *store.Tx) error {
+		return tx.AddAudit(ctx, store.AuditEntry{AccountID: c.AccountID(), UserID: c.User.ID, ActiveIAM: c.Membership.ID,
+			APIKeyID: c.APIKeyID, Method: method, Path: path, Operation: operation, Status: status})
+	})
+}
+
+// AuditLog lists the account's audit log; owners and admins only.
+func (s *Service) AuditLog(ctx context.Context, c trainyard.Caller, page store.Page) ([]store.AuditEntry, int, error) {
+	if c.Membership.Role != trainyard.RoleOwner && c.Membership.Role != trainyard.RoleAdmin {
+		return nil, 0, trainyard.Errorf(trainyard.EFORBIDDEN, "only the owner or an admin may read the audit log")
+	}
+	var out []store.AuditEntry
+	var total int
+	err := s.DB.Read(ctx, func(ctx context.Context, tx *store.Tx) error {
+		var err error
+		out, total, err = tx.AuditLog(ctx, c.AccountID(), page)
+		return err
+	})
+	return out, total, err
+}

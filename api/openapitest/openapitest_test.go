@@ -278,7 +278,7 @@ func newHarness(t *testing.T) *harness {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { rec.Run(ctx); close(done) }()
-	ts := httptest.NewServer(api.New(svc, nil, nil).Handler())
+	ts := httptest.NewServer(api.New(svc, nil, api.Options{RateLimit: -1}).Handler())
 	t.Cleanup(func() {
 		ts.Close()
 		cancel()

@@ -38,6 +38,7 @@ Usage:
                       [--sim-op-latency 50ms] [--sim-state FILE]
   trainyard bootstrap [--data DIR | --db URL] --email EMAIL [--name NAME]
   trainyard iam grant [--data DIR | --db URL] --owner EMAIL --user EMAIL --role admin|member|viewer
+  trainyard keys revoke [--data DIR | --db URL] (--api-key KEY | --email EMAIL)
 
 Run "trainyard COMMAND -h" for a command's flags.
 `
@@ -65,6 +66,12 @@ func run(args []string, stdout, stderr io.Writer) error {
 			return errors.New(`unknown iam command (want "iam grant")`)
 		}
 		return grant(args[2:], stdout, stderr)
+	case "keys":
+		if len(args) < 2 || args[1] != "revoke" {
+			fmt.Fprint(stderr, usage)
+			return errors.New(`unknown keys command (want "keys revoke")`)
+		}
+		return revoke(args[2:], stdout, stderr)
 	case "-h", "--help", "help":
 		fmt.Fprint(stdout, usage)
 		return nil
@@ -135,6 +142,35 @@ func grant(args []string, stdout, stderr io.Writer) error {
 	return printJSON(stdout, r)
 }
 
+func revoke(args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("keys revoke", stderr)
+	data := fs.String("data", "./data", "data directory")
+	dbURL := fs.String("db", "", "a postgres:// URL to use PostgreSQL instead of SQLite in the data directory")
+	apiKey := fs.String("api-key", "", "revoke this key pair")
+	email := fs.String("email", "", "revoke every key pair of this user")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if (*apiKey == "") == (*email == "") {
+		return errors.New("keys revoke: give exactly one of --api-key and --email")
+	}
+	db, err := openStore(*dbURL, *data)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	svc := &service.Service{DB: db, Config: config.Default()}
+	if *apiKey != "" {
+		err = svc.RevokeKey(context.Background(), *apiKey)
+	} else {
+		err = svc.RevokeUserKeys(context.Background(), *email)
+	}
+	if err != nil {
+		return err
+	}
+	return printJSON(stdout, map[string]bool{"revoked": true})
+}
+
 // openStore opens PostgreSQL when url is given, else SQLite in dir.
 func openStore(url, dir string) (*store.DB, error) {
 	if url != "" {
@@ -159,6 +195,8 @@ func serve(args []string, stderr io.Writer) error {
 	simLatency := fs.Duration("sim-op-latency", 50*time.Millisecond, "how long each simulated node operation takes")
 	simState := fs.String("sim-state", "", "sim backend: the file its nodes live in (default DATA/sim-nodes.json); replicas on one --db share it")
 	cfgPath := fs.String("config", "", "catalog and limits file (default: the embedded defaults)")
+	rateLimit := fs.Float64("rate-limit", 20, "requests a second one API key may make on average (negative: no limit)")
+	rateBurst := fs.Int("rate-burst", 40, "requests one API key may make at once")
 	bootTimeout := fs.Duration("boot-timeout", 5*time.Minute, "how long a node may take to come back after an operation")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -230,7 +268,7 @@ func serve(args []string, stderr io.Writer) error {
 
 	rec := reconcile.New(db, backend, cfg, log, reconcile.Options{BootTimeout: *bootTimeout, Replica: *replica, LeaseTTL: *leaseTTL})
 	svc := &service.Service{DB: db, Config: cfg, Backend: backend, Observer: rec, Wake: rec.Wake}
-	srv := api.New(svc, log, nil).HTTPServer(*listen)
+	srv := api.New(svc, log, api.Options{RateLimit: *rateLimit, RateBurst: *rateBurst}).HTTPServer(*listen)
 
 	ln, err := net.Listen("tcp", *listen)
 	if err != nil {

@@ -36,6 +36,7 @@ type Options struct {
 	NoOpenAPI bool              // do not check answers against the OpenAPI document
 	Backend   trainyard.Backend // default: a sim backend (then Env.Sim is set)
 	DataDir   string            // the store's directory (default: a new temporary one); reuse it to restart
+	RateLimit float64           // requests a second per key (default: no limit)
 }
 
 // Env is a running trainyard.
@@ -83,6 +84,9 @@ func New(t testing.TB, opts Options) *Env {
 	if ro.BlockedTimeout == 0 {
 		ro.BlockedTimeout = 10 * time.Second
 	}
+	if opts.RateLimit == 0 {
+		opts.RateLimit = -1
+	}
 	cfg := opts.Config
 	if cfg == nil {
 		cfg = config.Default()
@@ -106,7 +110,7 @@ func New(t testing.TB, opts Options) *Env {
 	e := &Env{T: t, Dir: dir, DB: db, Sim: simb, Cfg: cfg, done: make(chan struct{})}
 	e.Rec = reconcile.New(db, b, cfg, nil, ro)
 	e.Svc = &service.Service{DB: db, Config: cfg, Backend: b, Observer: e.Rec, Wake: e.Rec.Wake}
-	e.Server = httptest.NewServer(api.New(e.Svc, nil, nil).Handler())
+	e.Server = httptest.NewServer(api.New(e.Svc, nil, api.Options{RateLimit: opts.RateLimit}).Handler())
 	transport := http.DefaultTransport
 	if !opts.NoOpenAPI {
 		transport = openapitest.New(t).Transport(t, transport)
