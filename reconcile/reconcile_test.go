@@ -6,7 +6,6 @@ import (
 	"net/http"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -31,51 +30,21 @@ func node(t *testing.T, e *testenv.Env, clusterID int64, name string) sim.NodeIn
 	return n
 }
 
-// watchUnavailable samples the cluster until stop is closed and returns the largest number of
-// workers seen out of service at once.
-func watchUnavailable(e *testenv.Env, clusterID int64, stop <-chan struct{}) func() int {
-	var peak atomic.Int64
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			obs, _ := e.Sim.Observe(context.Background(), clusterID)
-			n := 0
-			for _, o := range obs {
-				if o.Role == trainyard.RoleWorker && (!trainyard.InService(o.State) || o.DrainReason != "") {
-					n++
-				}
-			}
-			if int64(n) > peak.Load() {
-				peak.Store(int64(n))
-			}
-			select {
-			case <-stop:
-				return
-			case <-time.After(200 * time.Microsecond):
-			}
-		}
-	}()
-	return func() int { wg.Wait(); return int(peak.Load()) }
-}
-
 func TestRollingNeverExceedsMaxUnavailable(t *testing.T) {
 	for _, maxU := range []int{1, 2, 3} {
 		t.Run(fmt.Sprint(maxU), func(t *testing.T) {
 			e := testenv.New(t, testenv.Options{OpLatency: 5 * time.Millisecond})
 			c := e.NewCluster(e.Owner, "roll", 6)
-			stop := make(chan struct{})
-			peak := watchUnavailable(e, c.ID, stop)
+			e.Sim.ResetPeak(c.ID)
 			a := e.ActOK(e.Owner, c.ID, map[string]any{"action": "restart_workers", "max_unavailable": maxU})
-			close(stop)
 			if a.Status != "succeeded" {
 				t.Fatalf("action: %+v", a)
 			}
-			if got := peak(); got > maxU {
-				t.Errorf("saw %d workers unavailable at once, max_unavailable %d", got, maxU)
+			// Checked after every change the backend made, not sampled.
+			if got := e.Sim.PeakUnavailable(c.ID); got > maxU {
+				t.Errorf("%d workers were unavailable at once, max_unavailable %d", got, maxU)
 			} else if got < 1 {
-				t.Errorf("never saw a worker out of service: the watch did not work")
+				t.Errorf("no worker was ever out of service: the count does not work")
 			}
 			for i := 1; i <= 6; i++ {
 				if n := node(t, e, c.ID, worker(c.ID, i)); n.Boots != 2 || n.DrainReason != "" {
@@ -189,14 +158,12 @@ func TestNodeThatNeverComesBackFailsWithinBootTimeout(t *testing.T) {
 	c := e.NewCluster(e.Owner, "lost", 3)
 	w1 := worker(c.ID, 1)
 	e.Sim.NeverReturn(ref(c.ID, w1))
-	stop := make(chan struct{})
-	peak := watchUnavailable(e, c.ID, stop)
+	e.Sim.ResetPeak(c.ID)
 	a := e.ActOK(e.Owner, c.ID, map[string]any{"action": "update_image", "image_version_id": 2, "max_unavailable": 1})
-	close(stop)
 	if a.Status != "failed" || !strings.Contains(a.Error, w1) {
 		t.Fatalf("action: %+v", a)
 	}
-	if got := peak(); got > 1 {
+	if got := e.Sim.PeakUnavailable(c.ID); got > 1 {
 		t.Errorf("%d workers unavailable at once with max_unavailable 1", got)
 	}
 	for i := 2; i <= 3; i++ {

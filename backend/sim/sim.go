@@ -99,6 +99,7 @@ type Backend struct {
 	st          *state
 	failNext    map[faultKey]int
 	neverReturn map[trainyard.NodeRef]bool
+	peak        map[int64]int // per cluster, the most workers seen out of service after any change
 	snapshotSeq uint64   // numbers snapshots so that an older one never replaces a newer on disk
 	latest      snapshot // the newest snapshot, which a save writes in place of older ones
 }
@@ -124,6 +125,7 @@ func New(opts Options) (*Backend, error) {
 		opts:        opts,
 		failNext:    map[faultKey]int{},
 		neverReturn: map[trainyard.NodeRef]bool{},
+		peak:        map[int64]int{},
 	}
 	if opts.StatePath != "" {
 		st, err := loadState(opts.StatePath)
@@ -520,6 +522,7 @@ func (b *Backend) apply(ctx context.Context, op string, ref trainyard.NodeRef, c
 	}
 	b.st.Ops[op]++
 	b.st.advance(now)
+	b.notePeakLocked(ref.ClusterID, now)
 	snap, err := b.snapshotLocked()
 	b.mu.Unlock()
 	if err != nil {
@@ -553,12 +556,48 @@ func (b *Backend) applyHand(ref trainyard.NodeRef, change func(c *cluster, n *no
 		return err
 	}
 	b.st.advance(now)
+	b.notePeakLocked(ref.ClusterID, now)
 	snap, err := b.snapshotLocked()
 	b.mu.Unlock()
 	if err != nil {
 		return err
 	}
 	return b.save(snap)
+}
+
+// notePeakLocked counts the cluster's workers out of service (down, booting, drained or
+// draining) right after a change. Only changes take workers out of service (a boot ending only
+// brings one back), so the largest count over all changes is the largest there ever was: the
+// invariant max_unavailable is checked at every step, not sampled.
+func (b *Backend) notePeakLocked(clusterID int64, now time.Time) {
+	c, ok := b.st.Clusters[clusterID]
+	if !ok {
+		return
+	}
+	running := c.runningJobsPerNode()
+	out := 0
+	for _, n := range c.Nodes {
+		if n.Role == trainyard.RoleWorker && (!trainyard.InService(n.state(now, running[n.Name])) || n.DrainReason != "") {
+			out++
+		}
+	}
+	b.peak[clusterID] = max(b.peak[clusterID], out)
+}
+
+// PeakUnavailable returns the most workers of the cluster that were out of service at once,
+// counted after every change since the last ResetPeak.
+func (b *Backend) PeakUnavailable(clusterID int64) int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.peak[clusterID]
+}
+
+// ResetPeak starts counting PeakUnavailable anew from the cluster's current state.
+func (b *Backend) ResetPeak(clusterID int64) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.peak[clusterID] = 0
+	b.notePeakLocked(clusterID, b.advanceLocked())
 }
 
 // sleep waits OpLatency unless ctx ends first. It is called without the lock so that
