@@ -187,7 +187,7 @@ func serve(args []string, stderr io.Writer) error {
 	listen := fs.String("listen", "127.0.0.1:8080", "address to serve the API on")
 	data := fs.String("data", "./data", "data directory (SQLite store, sim backend state)")
 	dbURL := fs.String("db", "", "a postgres:// URL: keep the store in PostgreSQL, shared by several replicas")
-	replica := fs.String("replica", "", "this replica's name in leases (default: host and process id)")
+	replica := fs.String("replica", "", "this replica's name in leases (default: host and listen address, so a restarted replica resumes its own leases at once)")
 	leaseTTL := fs.Duration("lease-ttl", 15*time.Second, "how long a replica's hold on a cluster lasts without renewal")
 	backendName := fs.String("backend", "auto", "node backend: local (real Slurm in namespaces; needs root), sim (in-process), or auto: local when it can run here")
 	localDir := fs.String("local-dir", "/var/lib/trainyard", "local backend: where clusters' files and image layers live")
@@ -266,6 +266,10 @@ func serve(args []string, stderr io.Writer) error {
 		return fmt.Errorf("unknown backend %q (available: auto, local, sim)", *backendName)
 	}
 
+	if *replica == "" {
+		host, _ := os.Hostname()
+		*replica = host + "/" + *listen
+	}
 	rec := reconcile.New(db, backend, cfg, log, reconcile.Options{BootTimeout: *bootTimeout, Replica: *replica, LeaseTTL: *leaseTTL})
 	svc := &service.Service{DB: db, Config: cfg, Backend: backend, Observer: rec, Wake: rec.Wake}
 	srv := api.New(svc, log, api.Options{RateLimit: *rateLimit, RateBurst: *rateBurst}).HTTPServer(*listen)
