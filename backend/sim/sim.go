@@ -100,8 +100,8 @@ type Backend struct {
 	failNext    map[faultKey]int
 	neverReturn map[trainyard.NodeRef]bool
 	peak        map[int64]int // per cluster, the most workers seen out of service after any change
-	snapshotSeq uint64   // numbers snapshots so that an older one never replaces a newer on disk
-	latest      snapshot // the newest snapshot, which a save writes in place of older ones
+	snapshotSeq uint64        // numbers snapshots so that an older one never replaces a newer on disk
+	latest      snapshot      // the newest snapshot, which a save writes in place of older ones
 }
 
 type faultKey struct {
