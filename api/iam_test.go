@@ -1,7 +1,11 @@
 package api_test
 
 import (
+	"bytes"
 	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
 	"net/http"
 	"testing"
 
@@ -279,4 +283,27 @@ func TestRateLimitAnswers429PerKey(t *testing.T) {
 		t.Fatal(err)
 	}
 	e.Must(http.StatusOK, testenv.Creds{APIKey: r.APIKey, AuthToken: r.AuthToken}, "GET", "/gpu_service/image/", nil, nil)
+}
+
+func TestSecretsAreStoredHashed(t *testing.T) {
+	e := newEnv(t)
+	if e.DB.Postgres() {
+		t.Skip("checked on SQLite, whose files the test can read; the hashing is the same code")
+	}
+	e.Must(http.StatusOK, e.Owner, "GET", "/projects/", nil, nil)
+	files, _ := filepath.Glob(filepath.Join(e.Dir, "trainyard.db*"))
+	if len(files) == 0 {
+		t.Fatal("no database files to check")
+	}
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for name, secret := range map[string]string{"api key": e.Owner.APIKey, "auth token": e.Owner.AuthToken} {
+			if bytes.Contains(b, []byte(secret)) || bytes.Contains(b, []byte(strings.TrimPrefix(secret, "tyk_"))) || bytes.Contains(b, []byte(strings.TrimPrefix(secret, "tyt_"))) {
+				t.Errorf("%s stores the %s in clear", f, name)
+			}
+		}
+	}
 }

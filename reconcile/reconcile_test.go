@@ -335,10 +335,12 @@ func TestFailedActionsRestoreWhatTheyReplaced(t *testing.T) {
 		ID int64 `json:"id"`
 	}
 	e.Must(http.StatusOK, e.Owner, "POST", "/reserved_ips/", nil, nil).Into(t, &ip)
-	e.Sim.FailNext(ref(c.ID, fmt.Sprintf("c%d-ctl", c.ID)), sim.OpSetNetwork, 1)
+	// Every try fails (the drift pass may try too), until the action has failed.
+	e.Sim.FailNext(ref(c.ID, fmt.Sprintf("c%d-ctl", c.ID)), sim.OpSetNetwork, 1000)
 	if a := e.ActOK(e.Owner, c.ID, map[string]any{"action": "attach_ip", "reserved_ip_id": ip.ID}); a.Status != "failed" {
 		t.Fatalf("attach_ip: %+v", a)
 	}
+	e.Sim.FailNext(ref(c.ID, fmt.Sprintf("c%d-ctl", c.ID)), sim.OpSetNetwork, 0)
 	if got := e.GetCluster(e.Owner, c.ID); got.ReservedIP != nil {
 		t.Errorf("cluster keeps reserved IP %+v after a failed attach", got.ReservedIP)
 	}

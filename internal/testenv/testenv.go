@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -22,6 +23,7 @@ import (
 	"github.com/trainyard/trainyard/api/openapitest"
 	"github.com/trainyard/trainyard/backend/sim"
 	"github.com/trainyard/trainyard/config"
+	"github.com/trainyard/trainyard/internal/pgtest"
 	"github.com/trainyard/trainyard/reconcile"
 	"github.com/trainyard/trainyard/service"
 	"github.com/trainyard/trainyard/store"
@@ -95,7 +97,12 @@ func New(t testing.TB, opts Options) *Env {
 	if dir == "" {
 		dir = t.TempDir()
 	}
-	db, err := store.OpenSQLite(dir)
+	// TRAINYARD_TEST_STORE=postgres runs the same tests on PostgreSQL (scripts/test does both).
+	dsn := dir
+	if os.Getenv("TRAINYARD_TEST_STORE") == "postgres" && opts.DataDir == "" {
+		dsn = pgtest.URL(t)
+	}
+	db, err := store.Open(dsn)
 	if err != nil {
 		t.Fatal(err)
 	}
