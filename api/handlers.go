@@ -60,19 +60,28 @@ func (s *Server) readyz(r *request) (*response, error) {
 	return ok(http.StatusOK, "ready", "ready"), nil
 }
 
-func (s *Server) listClusters(r *request) (*response, error) {
+// scopedList answers a paged list of what a project has in a location.
+func scopedList[T, J any](s *Server, r *request, fetch func(context.Context, trainyard.Scope, store.Page) ([]T, int, error),
+	render func(T) J, wrap func([]J) any) (*response, error) {
 	var p trainyard.Problems
 	pg := page(r, &p)
 	sc, err := s.scope(r, &p)
 	if err != nil {
 		return nil, err
 	}
-	cs, total, err := s.svc.Clusters(r.Context(), sc, pg)
+	items, total, err := fetch(r.Context(), sc, pg)
 	if err != nil {
 		return nil, err
 	}
-	out := renderAll(cs, renderCluster)
+	out := renderAll(items, render)
+	if wrap != nil {
+		return list("Success", wrap(out), total, pg), nil
+	}
 	return list("Success", out, total, pg), nil
+}
+
+func (s *Server) listClusters(r *request) (*response, error) {
+	return scopedList(s, r, s.svc.Clusters, renderCluster, nil)
 }
 
 func (s *Server) getCluster(r *request) (*response, error) {
@@ -400,18 +409,8 @@ func (s *Server) listSKUs(r *request) (*response, error) {
 }
 
 func (s *Server) listReservedIPs(r *request) (*response, error) {
-	var p trainyard.Problems
-	pg := page(r, &p)
-	sc, err := s.scope(r, &p)
-	if err != nil {
-		return nil, err
-	}
-	ips, total, err := s.svc.ReservedIPs(r.Context(), sc, pg)
-	if err != nil {
-		return nil, err
-	}
-	out := renderAll(ips, func(ip trainyard.ReservedIP) reservedIPJSON { return renderReservedIP(ip, nil) })
-	return list("Success", map[string]any{"reserved_ips": out}, total, pg), nil
+	return scopedList(s, r, s.svc.ReservedIPs, func(ip trainyard.ReservedIP) reservedIPJSON { return renderReservedIP(ip, nil) },
+		func(out []reservedIPJSON) any { return map[string]any{"reserved_ips": out} })
 }
 
 func (s *Server) reserveIP(r *request) (*response, error) {
@@ -453,18 +452,7 @@ func (s *Server) releaseIP(r *request) (*response, error) {
 }
 
 func (s *Server) listSecurityGroups(r *request) (*response, error) {
-	var p trainyard.Problems
-	pg := page(r, &p)
-	sc, err := s.scope(r, &p)
-	if err != nil {
-		return nil, err
-	}
-	gs, total, err := s.svc.SecurityGroups(r.Context(), sc, pg)
-	if err != nil {
-		return nil, err
-	}
-	out := renderAll(gs, renderSecurityGroup)
-	return list("Success", out, total, pg), nil
+	return scopedList(s, r, s.svc.SecurityGroups, renderSecurityGroup, nil)
 }
 
 func (s *Server) createSecurityGroup(r *request) (*response, error) {

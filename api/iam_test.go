@@ -3,10 +3,10 @@ package api_test
 import (
 	"bytes"
 	"fmt"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
-	"net/http"
 	"testing"
 
 	"github.com/trainyard/trainyard/internal/testenv"
