@@ -194,19 +194,9 @@ func (e *Env) Call(c Creds, method, path string, query url.Values, body any, hea
 			}
 		}
 	}
-	var rd io.Reader
-	switch b := body.(type) {
-	case nil:
-	case string:
-		rd = strings.NewReader(b)
-	case []byte:
-		rd = bytes.NewReader(b)
-	default:
-		j, err := json.Marshal(b)
-		if err != nil {
-			e.T.Fatal(err)
-		}
-		rd = bytes.NewReader(j)
+	rd, err := Body(body)
+	if err != nil {
+		e.T.Fatal(err)
 	}
 	u := e.Server.URL
 	if !strings.HasPrefix(path, "/healthz") && !strings.HasPrefix(path, "/readyz") && !strings.HasPrefix(path, "/metrics") {
@@ -244,6 +234,23 @@ func (e *Env) Call(c Creds, method, path string, query url.Values, body any, hea
 		}
 	}
 	return out
+}
+
+// Body is a request body: nil for none, a string or []byte as it is, anything else as JSON.
+func Body(body any) (io.Reader, error) {
+	switch b := body.(type) {
+	case nil:
+		return nil, nil
+	case string:
+		return strings.NewReader(b), nil
+	case []byte:
+		return bytes.NewReader(b), nil
+	}
+	j, err := json.Marshal(body)
+	if err != nil {
+		return nil, err
+	}
+	return bytes.NewReader(j), nil
 }
 
 // Must is Call that fails the test unless the answer has status want.
