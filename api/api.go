@@ -270,12 +270,12 @@ func (s *Server) serve(rt route, h handler, r *request) (status int, body []byte
 			return st, b, nil
 		}
 		r.caller = c
+		if r.Method != http.MethodGet && r.Method != http.MethodHead {
+			defer func() { s.audit(r, status) }() // refused by the rate limit too
+		}
 		if wait, ok := s.limiter.allow(c.APIKeyID); !ok {
 			st, b := s.encodeError(trainyard.Errorf(trainyard.ERATELIMIT, "Too many requests for this API key: retry in %s", wait.Round(time.Millisecond)))
 			return st, b, http.Header{"Retry-After": {strconv.Itoa(int(wait.Seconds()) + 1)}}
-		}
-		if r.Method != http.MethodGet {
-			defer func() { s.audit(r, status) }()
 		}
 	}
 	key := r.Header.Get("Idempotency-Key")
@@ -301,8 +301,8 @@ func (answered) Error() string { return "answered" }
 // serveIdempotent runs h and stores its answer in one transaction with whatever h changed, so a
 // retry with the same key gets the first answer even if the server died right after it.
 func (s *Server) serveIdempotent(h handler, r *request, key string) (int, []byte, http.Header) {
-	if len(key) > 255 {
-		st, b := s.encodeError(trainyard.FieldError("Idempotency-Key", "must be at most 255 characters"))
+	if len(key) > 255 || strings.ContainsFunc(key, func(c rune) bool { return c < 0x21 || c > 0x7e }) {
+		st, b := s.encodeError(trainyard.FieldError("Idempotency-Key", "must be 1 to 255 printable ASCII characters"))
 		return st, b, nil
 	}
 	q := r.URL.Query()
@@ -330,6 +330,9 @@ func (s *Server) serveIdempotent(h handler, r *request, key string) (int, []byte
 		}
 		r.Request = r.Request.WithContext(ctx)
 		resp, err := h(r)
+		if store.Retryable(err) {
+			return err // the store runs the whole transaction again
+		}
 		if err != nil {
 			st, b := s.encodeError(err)
 			return answered{st, b}

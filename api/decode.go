@@ -61,6 +61,9 @@ func (f *body) str(name string) string {
 	var s string
 	if err := json.Unmarshal(v, &s); err != nil {
 		f.p.Add(name, "must be a string")
+	} else if strings.ContainsRune(s, 0) {
+		f.p.Add(name, "must not contain NUL characters")
+		return ""
 	}
 	return s
 }

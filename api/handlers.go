@@ -591,7 +591,9 @@ func (s *Server) audit(r *request, status int) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if err := s.svc.Audit(ctx, r.caller, r.Method, r.URL.Path, op, status); err != nil {
+	path := strings.ToValidUTF8(strings.ReplaceAll(r.URL.Path, "\x00", ""), "?")
+	op = strings.ToValidUTF8(strings.ReplaceAll(op, "\x00", ""), "?")
+	if err := s.svc.Audit(ctx, r.caller, r.Method, path, op, status); err != nil {
 		s.log.Error("api: audit", "err", err, "operation", op)
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/trainyard/trainyard/internal/testenv"
+	"github.com/trainyard/trainyard/store"
 )
 
 // Accounts, IAM and isolation: nothing of one account is visible to another.
@@ -277,6 +278,25 @@ func TestRateLimitAnswers429PerKey(t *testing.T) {
 	if limited == 0 {
 		t.Fatal("60 requests at once on a limit of 1/s (burst 40) were never refused")
 	}
+	// Mutating calls are audited even when the limit refuses them.
+	refusedPosts := 0
+	for i := range 5 {
+		if r := e.Call(e.Owner, "POST", "/projects/", nil, map[string]any{"name": fmt.Sprintf("p%d", i)}); r.Status == http.StatusTooManyRequests {
+			refusedPosts++
+		}
+	}
+	if refusedPosts == 0 {
+		t.Fatal("no POST was refused")
+	}
+	audited := 0
+	for _, en := range auditEntries(t, e) {
+		if en.Status == http.StatusTooManyRequests && en.Method == "POST" {
+			audited++
+		}
+	}
+	if audited != refusedPosts {
+		t.Errorf("%d refused POSTs, %d in the audit log", refusedPosts, audited)
+	}
 	// Another key pair has its own budget.
 	r, err := e.Svc.Bootstrap(t.Context(), "second@example.com", "")
 	if err != nil {
@@ -306,4 +326,28 @@ func TestSecretsAreStoredHashed(t *testing.T) {
 			}
 		}
 	}
+}
+
+type auditEntry struct {
+	Method string `json:"method"`
+	Status int    `json:"status"`
+}
+
+// auditEntries reads the owner's audit log straight from the store (the API itself may be rate
+// limited in the test that calls this).
+func auditEntries(t *testing.T, e *testenv.Env) []auditEntry {
+	t.Helper()
+	c, err := e.Svc.Authenticate(t.Context(), e.Owner.APIKey, e.Owner.AuthToken, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	entries, _, err := e.Svc.AuditLog(t.Context(), c, store.Page{No: 1, PerPage: 1000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []auditEntry
+	for _, en := range entries {
+		out = append(out, auditEntry{Method: en.Method, Status: en.Status})
+	}
+	return out
 }

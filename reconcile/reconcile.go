@@ -149,7 +149,10 @@ func (r *Reconciler) hold(ctx context.Context, clusterID int64) (context.Context
 	return l.ctx, true
 }
 
-// unhold ends one use of a lease; the last use gives the lease up.
+// unhold ends one use of a lease. The last use stops renewing it: the row expires by itself
+// after the TTL (or is taken back at once by this replica, whose name it carries). Deleting the
+// row here could race with a new hold of the same cluster; only at shutdown, when no new hold
+// comes, is it deleted so that another replica need not wait.
 func (r *Reconciler) unhold(clusterID int64) {
 	r.mu.Lock()
 	l, ok := r.leases[clusterID]
@@ -163,8 +166,12 @@ func (r *Reconciler) unhold(clusterID int64) {
 		delete(r.leases, clusterID)
 	}
 	r.mu.Unlock()
-	if last {
-		l.cancel()
+	if !last {
+		return
+	}
+	shuttingDown := l.ctx.Err() != nil
+	l.cancel()
+	if shuttingDown {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		r.db.Write(ctx, func(ctx context.Context, tx *store.Tx) error {

@@ -279,7 +279,13 @@ func TestConcurrentActionsExactlyOneWins(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			r := e.Act(e.Owner, c.ID, bodies[i%len(bodies)])
+			// Half of them with an Idempotency-Key: the idempotent path must lose the race the same way.
+			var r testenv.Response
+			if i%2 == 0 {
+				r = e.Act(e.Owner, c.ID, bodies[i%len(bodies)], "Idempotency-Key", fmt.Sprintf("race-%d", i))
+			} else {
+				r = e.Act(e.Owner, c.ID, bodies[i%len(bodies)])
+			}
 			mu.Lock()
 			defer mu.Unlock()
 			statuses[r.Status]++

@@ -149,7 +149,7 @@ func checkMounts(field string, ms []trainyard.Mount, p *trainyard.Problems) {
 		if m.ID < 1 {
 			p.Add(at+".id", "must be a positive id")
 		}
-		if m.Name == "" || len(m.Name) > 100 {
+		if m.Name == "" || len(m.Name) > 100 || strings.ContainsRune(m.Name, 0) {
 			p.Add(at+".name", "must be 1 to 100 characters")
 		}
 		if !path.IsAbs(m.MountPath) || path.Clean(m.MountPath) != m.MountPath || m.MountPath == "/" ||

@@ -179,10 +179,16 @@ func (tx *Tx) FinishAction(ctx context.Context, id int64, status, errMsg string)
 		stepStatus, formatTime(tx.now), id, trainyard.StepPending, trainyard.StepRunning); err != nil {
 		return err
 	}
-	_, err := tx.exec(ctx, `UPDATE actions SET status = ?, error = ?, finished_at = ?,
-	  started_at = COALESCE(started_at, ?) WHERE id = ?`, status, errMsg, formatTime(tx.now), formatTime(tx.now), id)
+	r, err := tx.exec(ctx, `UPDATE actions SET status = ?, error = ?, finished_at = ?,
+	  started_at = COALESCE(started_at, ?) WHERE id = ? AND status IN (?, ?)`, status, errMsg, formatTime(tx.now), formatTime(tx.now), id,
+		trainyard.ActionQueued, trainyard.ActionRunning)
 	if err != nil {
 		return err
+	}
+	// An action is finished once: a second finish (a replica that lost its lease finishing
+	// late) must not apply what the end of the action entails again.
+	if n, err := r.RowsAffected(); err != nil || n != 1 {
+		return trainyard.Errorf(trainyard.ECONFLICT, "action %d is already finished", id)
 	}
 	msg := status
 	if errMsg != "" {

@@ -124,43 +124,48 @@ func (db *DB) Ping(ctx context.Context) error { return db.read.PingContext(ctx) 
 var migrations = []string{schemaV1, schemaV2, schemaV3}
 
 func (db *DB) migrate(ctx context.Context) error {
-	if _, err := db.db.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)`); err != nil {
-		return err
-	}
 	idType := "INTEGER PRIMARY KEY AUTOINCREMENT"
+	var opts *sql.TxOptions
 	if db.postgres {
 		idType = "BIGSERIAL PRIMARY KEY"
+		// READ COMMITTED: after the lock below, each statement sees what the replica that held
+		// it before committed (a SERIALIZABLE snapshot would predate the lock).
+		opts = &sql.TxOptions{Isolation: sql.LevelReadCommitted}
 	}
-	for i, m := range migrations {
-		version := i + 1
-		err := db.Write(ctx, func(ctx context.Context, tx *Tx) error {
-			if db.postgres {
-				// Replicas starting together migrate one at a time.
-				if _, err := tx.exec(ctx, `SELECT pg_advisory_xact_lock(7201)`); err != nil {
-					return err
-				}
-			}
-			var n int
-			if err := tx.queryRow(ctx, `SELECT COUNT(*) FROM schema_migrations WHERE version = ?`, version).Scan(&n); err != nil {
-				return err
-			}
-			if n > 0 {
-				return nil
-			}
-			ddl := strings.ReplaceAll(m, "{{ID}}", idType)
-			for _, stmt := range splitStatements(ddl) {
-				if _, err := tx.tx.ExecContext(ctx, stmt); err != nil {
-					return fmt.Errorf("%w in %.60q", err, stmt)
-				}
-			}
-			_, err := tx.exec(ctx, `INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)`, version, formatTime(tx.now))
-			return err
-		})
-		if err != nil {
+	sqltx, err := db.db.BeginTx(ctx, opts)
+	if err != nil {
+		return err
+	}
+	defer sqltx.Rollback()
+	tx := &Tx{tx: sqltx, now: time.Now().UTC(), postgres: db.postgres}
+	if db.postgres {
+		// Replicas starting together migrate one at a time.
+		if _, err := tx.exec(ctx, `SELECT pg_advisory_xact_lock(7201)`); err != nil {
 			return err
 		}
 	}
-	return nil
+	if _, err := tx.exec(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)`); err != nil {
+		return err
+	}
+	for i, m := range migrations {
+		version := i + 1
+		var n int
+		if err := tx.queryRow(ctx, `SELECT COUNT(*) FROM schema_migrations WHERE version = ?`, version).Scan(&n); err != nil {
+			return err
+		}
+		if n > 0 {
+			continue
+		}
+		for _, stmt := range splitStatements(strings.ReplaceAll(m, "{{ID}}", idType)) {
+			if _, err := tx.tx.ExecContext(ctx, stmt); err != nil {
+				return fmt.Errorf("%w in %.60q", err, stmt)
+			}
+		}
+		if _, err := tx.exec(ctx, `INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)`, version, formatTime(tx.now)); err != nil {
+			return err
+		}
+	}
+	return sqltx.Commit()
 }
 
 // splitStatements splits a DDL script on semicolons that end a line, skipping comments.
@@ -222,7 +227,10 @@ func (db *DB) write(ctx context.Context, fn func(ctx context.Context, tx *Tx) er
 	return wrapDBError(sqltx.Commit())
 }
 
-// retryable reports whether PostgreSQL refused a transaction only because of a concurrent one.
+// Retryable reports whether PostgreSQL refused a transaction only because of a concurrent one;
+// Write retries those, so code inside a Write must pass them through unchanged.
+func Retryable(err error) bool { return retryable(err) }
+
 func retryable(err error) bool {
 	var pe *pgconn.PgError
 	return errors.As(err, &pe) && (pe.Code == "40001" || pe.Code == "40P01")
@@ -236,7 +244,8 @@ func (db *DB) Read(ctx context.Context, fn func(ctx context.Context, tx *Tx) err
 	}
 	var opts *sql.TxOptions
 	if db.postgres {
-		opts = &sql.TxOptions{ReadOnly: true}
+		// One snapshot for every query of the read, as SQLite gives.
+		opts = &sql.TxOptions{ReadOnly: true, Isolation: sql.LevelRepeatableRead}
 	}
 	sqltx, err := db.read.BeginTx(ctx, opts)
 	if err != nil {

@@ -168,3 +168,23 @@ func testRollback(t *testing.T, open func() *store.DB) {
 		return nil
 	})
 }
+
+// Replicas starting together on one PostgreSQL migrate it once, none failing.
+func TestConcurrentMigrations(t *testing.T) {
+	url := pgtest.URL(t)
+	errs := make(chan error, 4)
+	for range 4 {
+		go func() {
+			db, err := store.Open(url)
+			if err == nil {
+				db.Close()
+			}
+			errs <- err
+		}()
+	}
+	for range 4 {
+		if err := <-errs; err != nil {
+			t.Errorf("a replica failed to open the store: %v", err)
+		}
+	}
+}

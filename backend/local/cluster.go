@@ -97,6 +97,12 @@ func (b *Backend) EnsureCluster(ctx context.Context, spec trainyard.ClusterSpec)
 	dir := b.clusterDir(spec.ID)
 	c, err := b.cluster(spec.ID)
 	if err != nil {
+		// Replicas on this host allocate from the same directory: a file lock orders them.
+		unlockFile, lerr := flockFile(filepath.Join(b.opts.Dir, "clusters", ".alloc.lock"))
+		if lerr != nil {
+			return lerr
+		}
+		defer unlockFile()
 		b.mu.Lock()
 		p, aerr := b.allocSubnet()
 		if aerr == nil {
@@ -267,4 +273,17 @@ func stopPID(pid int) {
 // scontrol runs scontrol against the cluster's slurmctld from the host.
 func (b *Backend) scontrol(ctx context.Context, id int64, args ...string) (string, error) {
 	return b.runEnv(ctx, b.slurmEnv(id), "scontrol", args...)
+}
+
+// flockFile takes an exclusive lock on path (created if needed) and returns its release.
+func flockFile(path string) (func(), error) {
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return func() { syscall.Flock(int(f.Fd()), syscall.LOCK_UN); f.Close() }, nil
 }

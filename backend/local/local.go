@@ -45,11 +45,13 @@ type Options struct {
 	NodeRange  netip.Prefix   // node addresses; each cluster takes a /24 of it (default 198.18.0.0/16)
 	IPPools    []netip.Prefix // reserved-IP pools, routed locally
 	Images     []trainyard.ImageVersion
-	Tag        string // up to 2 letters or digits in host-wide names (bridges, namespaces), so that instances coexist
-	CPUs       int    // CPUs each worker offers Slurm (default 1)
-	MemoryMB   int    // memory each worker offers Slurm (default 1000)
-	CmdTimeout time.Duration
-	Log        *slog.Logger
+	Tag        string        // up to 2 letters or digits in host-wide names (bridges, namespaces), so that instances coexist
+	CPUs       int           // CPUs each worker offers Slurm (default 1)
+	MemoryMB   int           // memory each worker offers Slurm (default 1000)
+	CmdTimeout time.Duration // one command (default 1m)
+	// LifecycleTimeout bounds a node's lifecycle script (default 10m).
+	LifecycleTimeout time.Duration
+	Log              *slog.Logger
 }
 
 // Backend is the local backend.
@@ -111,6 +113,9 @@ func New(ctx context.Context, opts Options) (*Backend, error) {
 	}
 	if opts.CmdTimeout <= 0 {
 		opts.CmdTimeout = time.Minute
+	}
+	if opts.LifecycleTimeout <= 0 {
+		opts.LifecycleTimeout = 10 * time.Minute
 	}
 	if opts.Log == nil {
 		opts.Log = slog.New(slog.DiscardHandler)
@@ -276,6 +281,8 @@ func (b *Backend) runEnv(ctx context.Context, env []string, name string, args ..
 	if env != nil {
 		cmd.Env = append(os.Environ(), env...)
 	}
+	// A daemon started through a command may keep its output open; do not wait for it.
+	cmd.WaitDelay = 5 * time.Second
 	out, err := cmd.CombinedOutput()
 	if err != nil {
 		return string(out), fmt.Errorf("%s %s: %w: %s", name, strings.Join(args, " "), err, strings.TrimSpace(lastLines(string(out), 5)))
@@ -291,15 +298,31 @@ func lastLines(s string, n int) string {
 	return strings.Join(lines, " | ")
 }
 
+// writeFileAtomic replaces path with data: a temporary file of its own in the same directory
+// (several writers of one path never share it), fsynced, renamed over path.
 func writeFileAtomic(path string, data []byte, mode os.FileMode) error {
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, data, mode); err != nil {
+	f, err := os.CreateTemp(filepath.Dir(path), filepath.Base(path)+".tmp-*")
+	if err != nil {
 		return err
 	}
-	if err := os.Chmod(tmp, mode); err != nil {
-		return err
+	tmp := f.Name()
+	_, err = f.Write(data)
+	if err == nil {
+		err = f.Sync()
 	}
-	return os.Rename(tmp, path)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Chmod(tmp, mode)
+	}
+	if err == nil {
+		err = os.Rename(tmp, path)
+	}
+	if err != nil {
+		os.Remove(tmp)
+	}
+	return err
 }
 
 func readJSON(path string, v any) error {

@@ -29,6 +29,7 @@ type nodeInfo struct {
 	ImageDir       string                `json:"image_dir"`
 	RestartGen     int64                 `json:"restart_gen"`
 	Network        trainyard.NetworkSpec `json:"network"`
+	LifecycleDone  bool                  `json:"lifecycle_done"`
 }
 
 func (b *Backend) nodeDir(id int64, name string) string {
@@ -83,7 +84,12 @@ func (b *Backend) EnsureNode(ctx context.Context, spec trainyard.NodeSpec) error
 	unlock := b.lock("node-" + b.netns(spec.Name))
 	defer unlock()
 	if n, err := b.node(spec.NodeRef); err == nil && b.holderAlive(n) {
-		return b.ensureDaemons(ctx, c, n) // a node half started before a crash is finished
+		// A node half started before a crash is finished: daemons, then the script if it had
+		// not completed.
+		if err := b.ensureDaemons(ctx, c, n); err != nil {
+			return err
+		}
+		return b.ensureLifecycle(ctx, c, n, spec)
 	}
 	index := nodeIndex(spec.Name, spec.Role)
 	if index < 0 || index > 250 {
@@ -100,6 +106,11 @@ func (b *Backend) EnsureNode(ctx context.Context, spec trainyard.NodeSpec) error
 	}
 	if err := b.ensureNetns(ctx, c, n); err != nil {
 		return err
+	}
+	// Processes left in the namespace by an attempt that died before it recorded the node
+	// (a holder among them) go first: a node has one holder.
+	for _, pid := range processesInNetns(b.netnsPath(n.Name)) {
+		stopPID(pid)
 	}
 	if n.HolderPID, err = b.startHolder(ctx, n); err != nil {
 		return err
@@ -127,10 +138,19 @@ func (b *Backend) EnsureNode(ctx context.Context, spec trainyard.NodeSpec) error
 	if err := b.ensureDaemons(ctx, c, n); err != nil {
 		return err
 	}
-	if strings.TrimSpace(spec.LifecycleScript) != "" {
-		return b.runLifecycle(ctx, c, n, spec.LifecycleScript)
+	return b.ensureLifecycle(ctx, c, n, spec)
+}
+
+// ensureLifecycle runs the node's lifecycle script once, after its daemons started.
+func (b *Backend) ensureLifecycle(ctx context.Context, c clusterInfo, n nodeInfo, spec trainyard.NodeSpec) error {
+	if n.LifecycleDone || strings.TrimSpace(spec.LifecycleScript) == "" {
+		return nil
 	}
-	return nil
+	if err := b.runLifecycle(ctx, c, n, spec.LifecycleScript); err != nil {
+		return err
+	}
+	n.LifecycleDone = true
+	return b.saveNode(spec.NodeRef, n)
 }
 
 // nodeIndex is the node's place in the cluster's subnet: 0 for the controller, k for worker k
@@ -321,15 +341,27 @@ func (b *Backend) writeKeys(ref trainyard.NodeRef, keys []string) error {
 	return writeFileAtomic(filepath.Join(b.nodeDir(ref.ClusterID, ref.Name), "authorized_keys"), []byte(sb.String()), 0o600)
 }
 
+// runLifecycle runs the script inside the node, its output to the node's lifecycle log. What
+// the script leaves running in the background is the node's business: the call returns when
+// the script itself ends (or after LifecycleTimeout).
 func (b *Backend) runLifecycle(ctx context.Context, c clusterInfo, n nodeInfo, script string) error {
 	path := filepath.Join(b.nodeDir(c.ID, n.Name), "lifecycle.sh")
 	if err := writeFileAtomic(path, []byte(script), 0o700); err != nil {
 		return err
 	}
-	out, err := b.inNode(ctx, n, "/bin/sh", path)
-	os.WriteFile(filepath.Join(b.clusterDir(c.ID), "log", "lifecycle-"+n.Name+".log"), []byte(out), 0o644)
+	logPath := filepath.Join(b.clusterDir(c.ID), "log", "lifecycle-"+n.Name+".log")
+	logFile, err := os.Create(logPath)
 	if err != nil {
-		return fmt.Errorf("lifecycle script on %s failed: %v", n.Name, lastLines(out, 3))
+		return err
+	}
+	defer logFile.Close()
+	ctx, cancel := context.WithTimeout(ctx, b.opts.LifecycleTimeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "nsenter", "-t", strconv.Itoa(n.HolderPID), "--net", "--uts", "--mount", "--", "/bin/sh", path)
+	cmd.Stdout, cmd.Stderr = logFile, logFile
+	if err := cmd.Run(); err != nil {
+		tail, _ := os.ReadFile(logPath)
+		return fmt.Errorf("lifecycle script on %s failed: %v: %s", n.Name, err, lastLines(string(tail), 3))
 	}
 	return nil
 }
@@ -339,17 +371,29 @@ func (b *Backend) RemoveNode(ctx context.Context, ref trainyard.NodeRef) error {
 	if _, err := os.Stat(b.nodeDir(ref.ClusterID, ref.Name)); errors.Is(err, os.ErrNotExist) {
 		return nil
 	}
-	if err := b.teardownNode(ctx, ref.ClusterID, ref.Name); err != nil {
+	if err := b.stopNode(ctx, ref.ClusterID, ref.Name); err != nil {
 		return err
 	}
-	// Slurm forgets a dynamic node once its slurmd is gone; a node it never knew is fine too.
-	b.scontrol(ctx, ref.ClusterID, "delete", "nodename="+ref.Name)
-	return nil
+	// Slurm must forget the node before its files go, so that a failed delete is retried (the
+	// node stays down in Slurm and counts against MaxNodeCount otherwise).
+	if out, err := b.scontrol(ctx, ref.ClusterID, "delete", "nodename="+ref.Name); err != nil &&
+		!strings.Contains(out, "Invalid node name") {
+		return fmt.Errorf("local: slurmctld would not delete %s: %w", ref.Name, err)
+	}
+	return os.RemoveAll(b.nodeDir(ref.ClusterID, ref.Name))
 }
 
-// teardownNode ends every process in the node's network namespace and removes the namespace,
-// its link and its files.
+// teardownNode stops the node and removes its files.
 func (b *Backend) teardownNode(ctx context.Context, clusterID int64, name string) error {
+	if err := b.stopNode(ctx, clusterID, name); err != nil {
+		return err
+	}
+	return os.RemoveAll(b.nodeDir(clusterID, name))
+}
+
+// stopNode ends every process in the node's network namespace and removes the namespace, its
+// link and its reserved-IP route; its files stay.
+func (b *Backend) stopNode(ctx context.Context, clusterID int64, name string) error {
 	unlock := b.lock("node-" + b.netns(name))
 	defer unlock()
 	ns := b.netnsPath(name)
@@ -380,7 +424,7 @@ func (b *Backend) teardownNode(ctx context.Context, clusterID int64, name string
 			b.run(ctx, "ip", "route", "del", n.Network.ReservedIP+"/32", "proto", routeProto)
 		}
 	}
-	return os.RemoveAll(b.nodeDir(clusterID, name))
+	return nil
 }
 
 // SetSSHKeys replaces the keys that may log in as root.
@@ -476,9 +520,12 @@ func (b *Backend) SetNetwork(ctx context.Context, ref trainyard.NodeRef, spec tr
 
 // Observe reports the cluster's nodes as they are.
 func (b *Backend) Observe(ctx context.Context, clusterID int64) ([]trainyard.ObservedNode, error) {
+	if _, err := os.Stat(filepath.Join(b.clusterDir(clusterID), "cluster.json")); errors.Is(err, os.ErrNotExist) {
+		return nil, nil // no cluster here: no nodes
+	}
 	c, err := b.cluster(clusterID)
 	if err != nil {
-		return nil, nil // no cluster here: no nodes
+		return nil, err // unreadable is not absent
 	}
 	entries, err := os.ReadDir(filepath.Join(b.clusterDir(clusterID), "nodes"))
 	if err != nil {
@@ -489,8 +536,10 @@ func (b *Backend) Observe(ctx context.Context, clusterID int64) ([]trainyard.Obs
 	var out []trainyard.ObservedNode
 	for _, e := range entries {
 		var n nodeInfo
-		if err := readJSON(filepath.Join(b.clusterDir(clusterID), "nodes", e.Name(), "node.json"), &n); err != nil {
+		if err := readJSON(filepath.Join(b.clusterDir(clusterID), "nodes", e.Name(), "node.json"), &n); errors.Is(err, os.ErrNotExist) {
 			continue // being created
+		} else if err != nil {
+			return nil, fmt.Errorf("local: reading node %s: %w", e.Name(), err)
 		}
 		o := trainyard.ObservedNode{Name: n.Name, Role: n.Role, Address: n.Address, RestartGen: n.RestartGen, Network: n.Network}
 		keys, _ := os.ReadFile(filepath.Join(b.nodeDir(clusterID, n.Name), "authorized_keys"))
