@@ -310,7 +310,9 @@ func TestEveryActionOnRealNodes(t *testing.T) {
 	id2 := r.addKey(t, "k2", pub2)
 
 	// create: Running only once every worker is idle; ssh and srun work.
-	script := fmt.Sprintf("#!/bin/sh\nhostname > %s/lifecycle-$(hostname)\n", r.Dir)
+	// The script leaves a process behind, as agents do: the node must not wait for it, and
+	// delete must end it.
+	script := fmt.Sprintf("#!/bin/sh\nhostname > %s/lifecycle-$(hostname)\nsleep 600 &\n", r.Dir)
 	c := r.createCluster(t, "real", 2, id1, map[string]any{"script_added": true, "lifecycle_script": script})
 	ns := r.nodes(t, c.ID)
 	ctl := controllerOf(ns).Address
