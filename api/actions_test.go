@@ -422,3 +422,22 @@ func TestCancelRunningActionReleasesDrains(t *testing.T) {
 	// Canceling a finished action is a conflict.
 	e.Must(http.StatusConflict, e.Owner, "POST", fmt.Sprintf("%sactions/%d/cancel/", testenv.ClusterPath(c.ID), id), nil, nil)
 }
+
+// Deleting a cluster right after a detach leaves the address free, whichever ends first.
+func TestDeleteDuringDetachFreesTheAddress(t *testing.T) {
+	e := newEnv(t)
+	c := e.NewCluster(e.Owner, "detachdel", 1)
+	var ip struct {
+		ID int64 `json:"id"`
+	}
+	e.Must(http.StatusOK, e.Owner, "POST", "/reserved_ips/", nil, nil).Into(t, &ip)
+	e.ActOK(e.Owner, c.ID, map[string]any{"action": "attach_ip", "reserved_ip_id": ip.ID})
+	e.Must(http.StatusOK, e.Owner, "PUT", testenv.ClusterPath(c.ID), nil, map[string]any{"action": "detach_ip", "reserved_ip_id": ip.ID, "ip_type": "reserved"})
+	r := e.Must(http.StatusOK, e.Owner, "DELETE", testenv.ClusterPath(c.ID), nil, nil)
+	var id int64
+	fmt.Sscan(r.Header.Get("Trainyard-Action-Id"), &id)
+	e.WaitAction(e.Owner, c.ID, id)
+	e.Eventually(10e9, "the address released", func() bool {
+		return e.Call(e.Owner, "DELETE", fmt.Sprintf("/reserved_ips/%d/", ip.ID), nil, nil).Status == http.StatusOK
+	})
+}

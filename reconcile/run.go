@@ -442,12 +442,12 @@ func (x *run) finish(ctx context.Context, outcome, msg string) error {
 		if x.a.Type == trainyard.ActionDeleteCluster && !failed {
 			// A deleted cluster lets go of what it used: its reserved IP returns to the
 			// project, its security groups may be deleted.
-			if c.ReservedIPID != 0 {
-				if err := tx.SetReservedIPAttachment(ctx, c.ReservedIPID, 0); err != nil {
-					return err
-				}
-				c.ReservedIPID = 0
+			// By cluster, not by c.ReservedIPID: an address being detached is no longer the
+			// cluster's desired IP but is still attached to it.
+			if err := tx.ReleaseReservedIPsOfCluster(ctx, c.ID); err != nil {
+				return err
 			}
+			c.ReservedIPID = 0
 			c.SecurityGroupIDs = nil
 		}
 		c.Settle(x.a, outcome)

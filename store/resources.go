@@ -156,6 +156,13 @@ func (tx *Tx) SetReservedIPAttachment(ctx context.Context, id, clusterID int64) 
 	return err
 }
 
+// ReleaseReservedIPsOfCluster makes every reserved IP attached to the cluster available (one
+// being detached included).
+func (tx *Tx) ReleaseReservedIPsOfCluster(ctx context.Context, clusterID int64) error {
+	_, err := tx.exec(ctx, `UPDATE reserved_ips SET status = ?, cluster_id = 0 WHERE cluster_id = ?`, trainyard.IPAvailable, clusterID)
+	return err
+}
+
 // DeleteReservedIP releases an address back to the pool.
 func (tx *Tx) DeleteReservedIP(ctx context.Context, id int64) error {
 	_, err := tx.exec(ctx, `DELETE FROM reserved_ips WHERE id = ?`, id)
