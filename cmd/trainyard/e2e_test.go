@@ -240,6 +240,15 @@ func TestBinaryBootstrapServeAndIAM(t *testing.T) {
 	vc.must(200, "GET", fmt.Sprintf("/distributed_jobs_v2/cluster/%d/?active_iam=%d", id, viewer.IAMID), nil, nil)
 	vc.must(403, "PUT", fmt.Sprintf("/distributed_jobs_v2/cluster/%d/?active_iam=%d", id, viewer.IAMID), map[string]any{"action": "restart_workers"}, nil)
 
+	// keys revoke works while the server runs, and the key is refused at the next call.
+	ac := newClient(t, c.base, again)
+	ac.must(http.StatusOK, "GET", "/projects/", nil, nil)
+	if out, err := exec.Command(binary, "keys", "revoke", "--data", data, "--api-key", again.APIKey).CombinedOutput(); err != nil {
+		t.Fatalf("keys revoke: %v: %s", err, out)
+	}
+	ac.must(http.StatusUnauthorized, "GET", "/projects/", nil, nil)
+	c.must(http.StatusOK, "GET", "/projects/", nil, nil) // the owner's other pair still works
+
 	// Bad flags are refused with a non-zero exit.
 	if err := exec.Command(binary, "iam", "grant", "--data", data, "--owner", "owner@example.com", "--user", "x@example.com", "--role", "god").Run(); err == nil {
 		t.Error("iam grant with role god succeeded")

@@ -93,8 +93,7 @@ func printJSON(w io.Writer, v any) error {
 
 func bootstrap(args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("bootstrap", stderr)
-	data := fs.String("data", "./data", "data directory")
-	dbURL := fs.String("db", "", "a postgres:// URL to use PostgreSQL instead of SQLite in the data directory")
+	open := storeFlags(fs)
 	email := fs.String("email", "", "the owner's email (required)")
 	name := fs.String("name", "", "the owner's name")
 	if err := fs.Parse(args); err != nil {
@@ -103,12 +102,11 @@ func bootstrap(args []string, stdout, stderr io.Writer) error {
 	if *email == "" {
 		return errors.New("bootstrap: --email is required")
 	}
-	db, err := openStore(*dbURL, *data)
+	svc, closeStore, err := open()
 	if err != nil {
 		return err
 	}
-	defer db.Close()
-	svc := &service.Service{DB: db, Config: config.Default()}
+	defer closeStore()
 	r, err := svc.Bootstrap(context.Background(), *email, *name)
 	if err != nil {
 		return err
@@ -118,8 +116,7 @@ func bootstrap(args []string, stdout, stderr io.Writer) error {
 
 func grant(args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("iam grant", stderr)
-	data := fs.String("data", "./data", "data directory")
-	dbURL := fs.String("db", "", "a postgres:// URL to use PostgreSQL instead of SQLite in the data directory")
+	open := storeFlags(fs)
 	owner := fs.String("owner", "", "email of the account's owner (required)")
 	user := fs.String("user", "", "email of the user to grant access to (required)")
 	role := fs.String("role", "", "admin, member or viewer (required)")
@@ -129,12 +126,11 @@ func grant(args []string, stdout, stderr io.Writer) error {
 	if *owner == "" || *user == "" || *role == "" {
 		return errors.New("iam grant: --owner, --user and --role are required")
 	}
-	db, err := openStore(*dbURL, *data)
+	svc, closeStore, err := open()
 	if err != nil {
 		return err
 	}
-	defer db.Close()
-	svc := &service.Service{DB: db, Config: config.Default()}
+	defer closeStore()
 	r, err := svc.GrantIAM(context.Background(), *owner, *user, *role)
 	if err != nil {
 		return err
@@ -144,8 +140,7 @@ func grant(args []string, stdout, stderr io.Writer) error {
 
 func revoke(args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("keys revoke", stderr)
-	data := fs.String("data", "./data", "data directory")
-	dbURL := fs.String("db", "", "a postgres:// URL to use PostgreSQL instead of SQLite in the data directory")
+	open := storeFlags(fs)
 	apiKey := fs.String("api-key", "", "revoke this key pair")
 	email := fs.String("email", "", "revoke every key pair of this user")
 	if err := fs.Parse(args); err != nil {
@@ -154,12 +149,11 @@ func revoke(args []string, stdout, stderr io.Writer) error {
 	if (*apiKey == "") == (*email == "") {
 		return errors.New("keys revoke: give exactly one of --api-key and --email")
 	}
-	db, err := openStore(*dbURL, *data)
+	svc, closeStore, err := open()
 	if err != nil {
 		return err
 	}
-	defer db.Close()
-	svc := &service.Service{DB: db, Config: config.Default()}
+	defer closeStore()
 	if *apiKey != "" {
 		err = svc.RevokeKey(context.Background(), *apiKey)
 	} else {
@@ -169,6 +163,20 @@ func revoke(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	return printJSON(stdout, map[string]bool{"revoked": true})
+}
+
+// storeFlags adds --data and --db to an administrative command and returns what opens the store
+// they name, as a service with the default catalog.
+func storeFlags(fs *flag.FlagSet) func() (*service.Service, func(), error) {
+	data := fs.String("data", "./data", "data directory")
+	dbURL := fs.String("db", "", "a postgres:// URL to use PostgreSQL instead of SQLite in the data directory")
+	return func() (*service.Service, func(), error) {
+		db, err := openStore(*dbURL, *data)
+		if err != nil {
+			return nil, nil, err
+		}
+		return &service.Service{DB: db, Config: config.Default()}, func() { db.Close() }, nil
+	}
 }
 
 // openStore opens PostgreSQL when url is given, else SQLite in dir.
