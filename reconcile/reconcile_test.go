@@ -230,8 +230,7 @@ func TestResumeAfterReconcilerStops(t *testing.T) {
 	stop := start()
 	c := e.NewCluster(e.Owner, "resume", 4)
 	r := e.Must(http.StatusOK, e.Owner, "PUT", testenv.ClusterPath(c.ID), nil, map[string]any{"action": "restart_workers", "max_unavailable": 1})
-	var id int64
-	fmt.Sscan(r.Header.Get("Trainyard-Action-Id"), &id)
+	id := r.ActionID()
 	e.Eventually(10*time.Second, "the second worker restarted", func() bool {
 		return node(t, e, c.ID, worker(c.ID, 2)).Boots == 2
 	})
@@ -376,8 +375,7 @@ func TestNetworkActionBesideAScale(t *testing.T) {
 	c := e.NewCluster(e.Owner, "beside", 1)
 	g := e.AddGroup(e.Owner, "extra", 8080)
 	r := e.Must(http.StatusOK, e.Owner, "PUT", testenv.ClusterPath(c.ID), nil, map[string]any{"action": "scale_cluster", "additional_nodes": 2})
-	var scaleID int64
-	fmt.Sscan(r.Header.Get("Trainyard-Action-Id"), &scaleID)
+	scaleID := r.ActionID()
 	a := e.ActOK(e.Owner, c.ID, map[string]any{"action": "add_security_group", "security_groups_ids": []int64{g}})
 	if a.Status != "succeeded" {
 		t.Fatalf("add_security_group beside a scale: %+v", a)

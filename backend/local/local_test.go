@@ -377,8 +377,7 @@ func TestEveryActionOnRealNodes(t *testing.T) {
 	ctlBoot := controllerOf(r.nodes(t, c.ID)).BootID
 	resp := r.Must(http.StatusOK, r.Owner, "PUT", testenv.ClusterPath(c.ID), nil,
 		map[string]any{"action": "update_image", "image_version_id": 2, "drain": "wait", "max_unavailable": 1})
-	var imageAction int64
-	fmt.Sscan(resp.Header.Get("Trainyard-Action-Id"), &imageAction)
+	imageAction := resp.ActionID()
 	for polls := 0; ; polls++ {
 		boot := controllerOf(r.nodes(t, c.ID)).BootID // read before the step's status: see below
 		a := r.GetAction(r.Owner, c.ID, imageAction)
@@ -516,8 +515,7 @@ func (r *realEnv) deleteAndCheckClean(t *testing.T, id int64) {
 	t.Helper()
 	ns := r.nodes(t, id)
 	resp := r.Must(http.StatusOK, r.Owner, "DELETE", testenv.ClusterPath(id), nil, nil)
-	var aid int64
-	fmt.Sscan(resp.Header.Get("Trainyard-Action-Id"), &aid)
+	aid := resp.ActionID()
 	if a := r.WaitAction(r.Owner, id, aid); a.Status != "succeeded" {
 		t.Fatalf("delete: %+v", a)
 	}
@@ -568,8 +566,7 @@ func TestRestartReadoptsRunningClusters(t *testing.T) {
 	job := submit(t, key, ctl, "-N1 --wrap 'sleep 4'")
 	waitJob(t, key, ctl, job, "RUNNING")
 	r := first.Must(http.StatusOK, first.Owner, "PUT", testenv.ClusterPath(c.ID), nil, map[string]any{"action": "restart_workers", "max_unavailable": 1})
-	var aid int64
-	fmt.Sscan(r.Header.Get("Trainyard-Action-Id"), &aid)
+	aid := r.ActionID()
 	time.Sleep(time.Second) // the action waits for the job's node to drain
 	first.Close()
 

@@ -89,20 +89,8 @@ func startServer(t *testing.T, data, addr string, latency time.Duration) *server
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { s.kill() })
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		resp, err := http.Get("http://" + addr + "/readyz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return s
-			}
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("server not ready: %v\n%s", err, s.log)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	waitReady(t, s)
+	return s
 }
 
 // kill ends the server with SIGKILL: no shutdown code of it runs.

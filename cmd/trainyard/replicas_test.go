@@ -131,7 +131,7 @@ func waitReady(t *testing.T, s *server) {
 			}
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("replica not ready: %v\n%s", err, s.log)
+			t.Fatalf("server not ready: %v\n%s", err, s.log)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}

@@ -180,8 +180,7 @@ func (e *Env) ActOK(c Creds, clusterID int64, body map[string]any) Action {
 	if r.Status != http.StatusOK {
 		e.T.Fatalf("action %v: status %d: %s", body, r.Status, r.Raw)
 	}
-	var id int64
-	fmt.Sscan(r.Header.Get("Trainyard-Action-Id"), &id)
+	id := r.ActionID()
 	if id == 0 {
 		e.T.Fatalf("action %v: no Trainyard-Action-Id header", body)
 	}

@@ -14,6 +14,7 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"os"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -158,6 +159,12 @@ type Response struct {
 	TotalPageNumber *int                `json:"total_page_number"`
 	Header          http.Header
 	Raw             []byte
+}
+
+// ActionID is the action an answer started (its Trainyard-Action-Id header), 0 when none.
+func (r Response) ActionID() int64 {
+	id, _ := strconv.ParseInt(r.Header.Get("Trainyard-Action-Id"), 10, 64)
+	return id
 }
 
 // Into decodes data into v, failing the test on error.
