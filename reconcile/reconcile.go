@@ -517,5 +517,3 @@ func sleep(ctx context.Context, d time.Duration) error {
 		return nil
 	}
 }
-
-func errorf(format string, args ...any) error { return fmt.Errorf(format, args...) }

@@ -1,12 +1,14 @@
 package local
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -532,7 +534,6 @@ func (b *Backend) Observe(ctx context.Context, clusterID int64) ([]trainyard.Obs
 		return nil, err
 	}
 	var slurmNodes map[string]slurm.Node
-	ctlUp := false
 	var out []trainyard.ObservedNode
 	for _, e := range entries {
 		var n nodeInfo
@@ -567,7 +568,7 @@ func (b *Backend) Observe(ctx context.Context, clusterID int64) ([]trainyard.Obs
 			o.State = trainyard.NodeBooting
 		case n.Role == trainyard.RoleController:
 			if out, err := b.scontrol(ctx, clusterID, "ping"); err == nil && strings.Contains(out, "is UP") {
-				o.State, ctlUp = trainyard.NodeUp, true
+				o.State = trainyard.NodeUp
 			} else {
 				o.State = trainyard.NodeBooting
 			}
@@ -588,7 +589,6 @@ func (b *Backend) Observe(ctx context.Context, clusterID int64) ([]trainyard.Obs
 		}
 		out = append(out, o)
 	}
-	_ = ctlUp
 	sortObserved(out)
 	return out, nil
 }
@@ -601,23 +601,20 @@ func drainReason(n slurm.Node) string {
 	return ""
 }
 
+// sortObserved orders nodes as the other backends do: the controller, then workers by index.
 func sortObserved(out []trainyard.ObservedNode) {
-	for i := 1; i < len(out); i++ {
-		for j := i; j > 0 && less(out[j], out[j-1]); j-- {
-			out[j], out[j-1] = out[j-1], out[j]
+	slices.SortFunc(out, func(a, b trainyard.ObservedNode) int {
+		if (a.Role == trainyard.RoleController) != (b.Role == trainyard.RoleController) {
+			if a.Role == trainyard.RoleController {
+				return -1
+			}
+			return 1
 		}
-	}
-}
-
-func less(a, b trainyard.ObservedNode) bool {
-	if (a.Role == trainyard.RoleController) != (b.Role == trainyard.RoleController) {
-		return a.Role == trainyard.RoleController
-	}
-	ai, bi := nodeIndex(a.Name, a.Role), nodeIndex(b.Name, b.Role)
-	if ai != bi {
-		return ai < bi
-	}
-	return a.Name < b.Name
+		if c := cmp.Compare(nodeIndex(a.Name, a.Role), nodeIndex(b.Name, b.Role)); c != 0 {
+			return c
+		}
+		return strings.Compare(a.Name, b.Name)
+	})
 }
 
 // slurmNodes asks slurmctld for every node; an error yields none (every worker then reads as
